@@ -1,0 +1,140 @@
+"""Dassl-style entry point: train or evaluate a prompt learner (CoOp, MaPLe, PromptSRC, DPC_*)."""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+from dassl.config import get_cfg_default
+from dassl.engine import build_trainer
+from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
+import datasets  # noqa: F401  (registers the datasets)
+import trainers.coop  # noqa: F401  (registers the trainers)
+import trainers.dpc_trainers  # noqa: F401
+# import trainers.maple  # noqa: F401
+# import trainers.promptsrc  # noqa: F401
+from trainers.config import extend_cfg
+from trainers.dpc.checkpoint import atomic_write_text
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--root", type=str, default="", help="path to the dataset root")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from")
+    parser.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="path to the trainer config file")
+    parser.add_argument("--dataset-config-file", type=str, default="", help="path to the dataset config file")
+    parser.add_argument("--trainer", type=str, default="", help="name of the trainer")
+    parser.add_argument("--backbone", type=str, default="", help="name of the CNN backbone")
+    parser.add_argument("--head", type=str, default="", help="name of the head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
+    parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="modify config options using the command-line (KEY VALUE pairs)")
+    return parser.parse_args(argv)
+
+
+def reset_cfg(cfg, args):
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+
+
+def setup_cfg(args):
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    for path in (args.dataset_config_file, args.config_file):
+        if path:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"config file not found: {path}")
+            cfg.merge_from_file(path)
+    reset_cfg(cfg, args)
+    cfg.merge_from_list(args.opts or [])
+    cfg.freeze()
+    return cfg
+
+
+def versions() -> dict:
+    import clip  # noqa: F401
+    import dassl
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "dassl": getattr(dassl, "__version__", "?")}
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    commit = os.popen("git rev-parse HEAD 2>/dev/null").read().strip()
+    if commit:
+        info["dpc_commit"] = commit
+    return info
+
+
+def write_run_info(cfg, args, name: str, extra=None):
+    """Record what produced an output directory: command, config, versions."""
+    info = {"command": " ".join([sys.executable] + sys.argv), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "versions": versions(), "config": json.loads(json.dumps(cfg, default=str)), **(extra or {})}
+    atomic_write_text(os.path.join(cfg.OUTPUT_DIR, name), json.dumps(info, indent=2) + "\n")
+
+
+def final_accuracy(trainer):
+    """Accuracy of the trainer's last evaluation (Dassl's Classification evaluator keeps the counts)."""
+    evaluator = getattr(trainer, "evaluator", None)
+    total = getattr(evaluator, "_total", 0)
+    return round(100.0 * evaluator._correct / total, 4) if total else None
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print("Collecting env info ...")
+    print(f"** System info **\n{collect_env_info()}\n")
+    write_run_info(cfg, args, "run_info.json")
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+    elif not args.no_train:
+        trainer.train()
+    else:
+        return
+    result = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "accuracy": final_accuracy(trainer),
+              "eval_only": bool(args.eval_only), "model_dir": args.model_dir, "load_epoch": args.load_epoch}
+    atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "done.json"), json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,98 @@
+"""``PromptTrainer``: the Dassl ``TrainerX`` shared by our backbones (CoOp, MaPLe, PromptSRC).
+
+A backbone trainer sets ``cfg_key`` (its ``cfg.TRAINER.<KEY>`` node) and implements
+``build_prompt_model``; the model it returns has a ``prompt_learner`` submodule holding every
+learnable tensor. Checkpoints follow Dassl's layout (``<out>/prompt_learner/model.pth.tar-<epoch>``),
+are written atomically and record the class names and trainer that produced them.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from dassl.engine import TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+
+from .clip_loader import effective_precision, load_clip
+from .dpc.checkpoint import load_checkpoint, load_state_checked, save_registered_models
+
+
+class PromptTrainer(TrainerX):
+    cfg_key = ""
+
+    @property
+    def trainer_cfg(self):
+        return self.cfg.TRAINER[self.cfg_key]
+
+    def check_cfg(self, cfg):
+        prec = cfg.TRAINER[self.cfg_key].PREC
+        if prec not in ("fp16", "fp32", "amp"):
+            raise ValueError(f"TRAINER.{self.cfg_key}.PREC must be fp16, fp32 or amp, got {prec!r}")
+
+    def build_prompt_model(self, classnames, clip_model):
+        raise NotImplementedError
+
+    def build_model(self):
+        cfg = self.cfg
+        self.prec = effective_precision(self.trainer_cfg.PREC, self.device)
+        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, prec=self.prec)
+        print(f"Building {type(self).__name__} for {self.dm.num_classes} classes")
+        self.model = self.build_prompt_model(self.dm.dataset.classnames, clip_model)
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name.startswith("prompt_learner."))
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        print(f"Learnable prompt parameters: {trainable:,}")
+        self.model.to(self.device)
+        self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
+        self.scaler = torch.cuda.amp.GradScaler() if self.prec == "amp" else None
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def compute_loss(self, images, labels):
+        """Loss and extra logged values of one batch (subclasses add their own terms)."""
+        logits = self.model(images)
+        return F.cross_entropy(logits, labels), {"acc": compute_accuracy(logits, labels)[0].item()}
+
+    def forward_backward(self, batch):
+        images, labels = self.parse_batch_train(batch)
+        if self.scaler is not None:
+            with torch.autocast("cuda"):
+                loss, logged = self.compute_loss(images, labels)
+            self.optim.zero_grad()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            loss, logged = self.compute_loss(images, labels)
+            self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return {"loss": loss.item(), **logged}
+
+    def checkpoint_extras(self) -> dict:
+        return {"classnames": list(self.dm.dataset.classnames), "trainer": type(self).__name__}
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        save_registered_models(self, epoch, directory, is_best, val_result, model_name, self.checkpoint_extras())
+
+    def load_model(self, directory, epoch=None):
+        if not directory:
+            print("load_model() skipped: no model directory given")
+            return
+        for name, module in self._models.items():
+            path = os.path.join(directory, name, f"model.pth.tar-{epoch}" if epoch else "model-best.pth.tar")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"No model at {path}: check --model-dir (a training output dir) and "
+                                        "--load-epoch (its last epoch, e.g. OPTIM.MAX_EPOCH)")
+            ckpt = load_checkpoint(path)
+            if "dpc" in ckpt:
+                raise ValueError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
+            load_state_checked(module, ckpt["state_dict"], path,
+                               hint="Use the same trainer options (N_CTX, CTX_INIT, CSC, prompt depth, backbone); "
+                                    "class-specific contexts (CSC) cannot move to other classes.")
+            print(f"Loaded {path} into {name} (epoch {ckpt.get('epoch')})")

@@ -1,0 +1,36 @@
+"""Our config keys on top of Dassl's defaults (``extend_cfg`` is called by ``train.py``)."""
+from yacs.config import CfgNode as CN
+
+from .dpc.config import add_dpc_config
+
+
+def extend_cfg(cfg) -> None:
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (base-to-new protocol)
+    cfg.MODEL.BACKBONE.PATH = ""  # CLIP weight file; empty: $DPC_CLIP_MODELS or ~/.cache/clip
+
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # number of context tokens (ignored when CTX_INIT is set)
+    cfg.TRAINER.COOP.CSC = False  # class-specific context
+    cfg.TRAINER.COOP.CTX_INIT = ""  # e.g. "a photo of a"
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16 | fp32 | amp (fp16/amp fall back to fp32 without CUDA)
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end | middle | front
+
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 2
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
+    cfg.TRAINER.MAPLE.PREC = "fp16"
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers with prompts (1 = input only)
+
+    cfg.TRAINER.PROMPTSRC = CN()
+    cfg.TRAINER.PROMPTSRC.N_CTX_VISION = 4
+    cfg.TRAINER.PROMPTSRC.N_CTX_TEXT = 4
+    cfg.TRAINER.PROMPTSRC.CTX_INIT = "a photo of a"
+    cfg.TRAINER.PROMPTSRC.PREC = "fp16"
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 9
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 9
+    cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = 25.0
+    cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10.0
+    cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15
+    cfg.TRAINER.PROMPTSRC.GPA_STD = 1
+
+    add_dpc_config(cfg)

@@ -1,0 +1,90 @@
+"""Atomic checkpoints in Dassl's layout: <dir>/<model name>/model.pth.tar-<epoch> plus a 'checkpoint' file."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary file in the same folder, then rename: never half-written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save_registered_models(trainer, epoch: int, directory: str, is_best: bool = False, val_result=None,
+                           model_name: str = "", extra: dict | None = None) -> None:
+    """What Dassl's ``TrainerBase.save_model`` writes, saved atomically and with ``extra`` metadata."""
+    for name in trainer.get_model_names():
+        optim, sched = trainer._optims[name], trainer._scheds[name]
+        state = {
+            "state_dict": trainer._models[name].state_dict(),
+            "epoch": epoch + 1,
+            "optimizer": optim.state_dict() if optim is not None else None,
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "val_result": val_result,
+            **(extra or {}),
+        }
+        folder = os.path.join(directory, name)
+        file = model_name or f"model.pth.tar-{epoch + 1}"
+        atomic_save(state, os.path.join(folder, file))
+        if not model_name:  # the resume pointer follows the numbered checkpoints only
+            atomic_write_text(os.path.join(folder, "checkpoint"), file + "\n")
+        if is_best:
+            atomic_save(state, os.path.join(folder, "model-best.pth.tar"))
+
+
+def checkpoint_path(directory: str, name: str, epoch: int | None) -> str:
+    """Path of a saved model: a given epoch, else the newest numbered one, else model-best."""
+    folder = os.path.join(directory, name)
+    if epoch is not None and epoch > 0:
+        return os.path.join(folder, f"model.pth.tar-{epoch}")
+    epochs = []
+    if os.path.isdir(folder):
+        for f in os.listdir(folder):
+            if f.startswith("model.pth.tar-") and f.rsplit("-", 1)[1].isdigit():
+                epochs.append(int(f.rsplit("-", 1)[1]))
+    if epochs:
+        return os.path.join(folder, f"model.pth.tar-{max(epochs)}")
+    return os.path.join(folder, "model-best.pth.tar")
+
+
+def load_checkpoint(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_state_checked(module, state: dict, path: str, required=None, hint: str = "") -> None:
+    """Load the entries of ``state`` that ``module`` has, after checking shapes and required keys.
+
+    Keys the module does not have (e.g. class-dependent buffers an upstream trainer saved) are ignored;
+    a shape mismatch or a missing required key (default: every key of the module) is an error.
+    """
+    own = module.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(value.shape)} in the checkpoint but "
+                             f"{tuple(own[key].shape)} in this model. {hint}".rstrip())
+    missing = [key for key in (own if required is None else required) if key not in state]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(map(repr, missing[:5]))}"
+                         f"{' ...' if len(missing) > 5 else ''}. {hint}".rstrip())
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)

@@ -1,0 +1,19 @@
+"""The ``DPC.*`` config keys (yacs). Call ``add_dpc_config(cfg)`` from your ``extend_cfg``."""
+from yacs.config import CfgNode as CN
+
+NEG_SOURCES = ("few-shot", "full-train")
+EVAL_MODES = ("auto", "base", "new", "stage1")
+
+
+def add_dpc_config(cfg) -> None:
+    cfg.DPC = CN()
+    cfg.DPC.STAGE1_DIR = ""  # output dir of the backbone's stage-1 run (holds <model name>/model.pth.tar-<epoch>)
+    cfg.DPC.STAGE1_EPOCH = -1  # epoch of the stage-1 checkpoint; <= 0 means the newest one in STAGE1_DIR
+    cfg.DPC.TOPK = 8  # K: top-K stage-1 predictions per anchor, of which at most K-1 become negatives
+    cfg.DPC.W_BASE = 0.2  # w_b in (0, 1]: the decoupling weight (1.0 for MaPLe)
+    cfg.DPC.W_NEW = 1e-6  # w_n in [0, 1]: weight of the parallel prompt at new-class inference
+    cfg.DPC.NEG_SOURCE = "few-shot"  # where negative images come from: few-shot | full-train
+    cfg.DPC.BASE_PROMPT = "parallel"  # base-class prompt: parallel (P') | mixed (w_b P' + (1-w_b) P)
+    cfg.DPC.EVAL_MODE = "auto"  # auto: new when DATASET.SUBSAMPLE_CLASSES is new, else base
+    cfg.DPC.SWEEP_W_NEW = []  # evaluate once per value (e.g. [0.0, 1e-6, 0.1]) without retraining
+    cfg.DPC.SWEEP_W_BASE = []  # same for w_b of the mixed base prompt

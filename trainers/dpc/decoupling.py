@@ -1,0 +1,169 @@
+"""Weighting-Decoupling: every learnable prompt tensor gets a frozen stage-1 copy and a trainable dual.
+
+For a prompt tensor with stage-1 value ``P`` the trainable tensor is ``M`` (initialised to ``P``)
+and the parallel prompt is the paper's inverse mix
+
+    P' = (M - (1 - w_b) * P) / w_b  =  P + (M - P) / w_b.
+
+The prompt a backbone sees depends on the mode:
+
+    stage1  P                               (the frozen stage-1 model, used to score negatives)
+    train   P'
+    base    P'          (base_prompt="parallel", default)
+            w_b P' + (1 - w_b) P  (= M for the training w_b; base_prompt="mixed", paper-literal)
+    new     w_n P' + (1 - w_n) P
+
+Everything is computed as ``P + c * (M - P) / w_train`` so that ``M = P`` reproduces the stage-1
+tensor bit for bit in every mode, and ``w_n = 0`` gives exactly ``P``.
+
+Because ``dP'/dM = 1 / w_b``, one plain SGD step of size ``lr`` on ``M`` moves ``P'`` by
+``lr / w_b**2`` times the gradient with respect to ``P'``: with the paper's ``w_b = 0.2`` the
+parallel prompt effectively trains with a 25x larger learning rate. This is the published
+behaviour and is kept exact.
+
+The mechanism is ``torch.nn.utils.parametrize``: the backbone keeps reading ``self.ctx`` (or any
+other prompt attribute) and transparently gets the prompt of the current mode. In a state dict
+a wrapped tensor ``ctx`` appears as ``parametrizations.ctx.original`` (``M``) plus the buffers
+``parametrizations.ctx.0.stage1`` (``P``) and ``parametrizations.ctx.0.w_train``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator, List, Sequence
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+MODES = ("stage1", "train", "base", "new")
+BASE_PROMPTS = ("parallel", "mixed")
+
+
+def check_weights(w_base: float, w_new: float) -> None:
+    """Reject collaboration weights outside the ranges the reparameterisation allows."""
+    if not 0.0 < w_base <= 1.0:
+        raise ValueError(f"DPC.W_BASE must be in (0, 1], got {w_base} "
+                         "(it divides the dual prompt: 0.2 is the paper's value, 1.0 for MaPLe)")
+    if not 0.0 <= w_new <= 1.0:
+        raise ValueError(f"DPC.W_NEW must be in [0, 1], got {w_new} (the paper uses 1e-6; 0 keeps the stage-1 prompt)")
+
+
+class DualPrompt(nn.Module):
+    """Parametrization mapping the trainable tensor ``M`` to the prompt of the current mode."""
+
+    def __init__(self, stage1: torch.Tensor, w_train: float, w_base: float | None = None,
+                 w_new: float = 1e-6, base_prompt: str = "parallel"):
+        super().__init__()
+        check_weights(w_train, w_new)
+        self.register_buffer("stage1", stage1.detach().clone())
+        self.register_buffer("w_train", torch.tensor(float(w_train)))
+        self.mode = "train"
+        self.w_base = float(w_train if w_base is None else w_base)
+        self.w_new = float(w_new)
+        self.base_prompt = base_prompt
+
+    def coefficient(self) -> float:
+        """How much of (P' - P) the current mode adds to P."""
+        if self.mode == "stage1":
+            return 0.0
+        if self.mode == "new":
+            return self.w_new
+        if self.mode == "base" and self.base_prompt == "mixed":
+            return self.w_base
+        return 1.0  # train, and base with the parallel prompt
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        c = self.coefficient()
+        p = self.stage1
+        if c == 0.0:
+            return p
+        return p + (m - p) * (c / float(self.w_train))
+
+    def right_inverse(self, prompt: torch.Tensor) -> torch.Tensor:
+        """The M that yields ``prompt`` as the parallel prompt (P itself maps to M = P)."""
+        p = self.stage1
+        return p + (prompt.detach().to(p.dtype) - p) * float(self.w_train)
+
+    def extra_repr(self) -> str:
+        return (f"shape={tuple(self.stage1.shape)}, mode={self.mode}, w_train={float(self.w_train):g}, "
+                f"w_base={self.w_base:g}, w_new={self.w_new:g}, base_prompt={self.base_prompt}")
+
+
+def _owner(root: nn.Module, dotted: str):
+    *path, attr = dotted.split(".")
+    module = root
+    for part in path:
+        module = getattr(module, part)
+    return module, attr
+
+
+def attach(root: nn.Module, names: Sequence[str], w_train: float, w_base: float | None = None,
+           w_new: float = 1e-6, base_prompt: str = "parallel") -> List[str]:
+    """Give each named parameter of ``root`` its dual; its current value becomes the frozen P."""
+    if base_prompt not in BASE_PROMPTS:
+        raise ValueError(f"DPC.BASE_PROMPT must be one of {BASE_PROMPTS}, got {base_prompt!r}")
+    if not names:
+        raise ValueError("DPC found no learnable prompt tensor to wrap; list them in the trainer's "
+                         "`dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
+    for name in names:
+        module, attr = _owner(root, name)
+        if parametrize.is_parametrized(module, attr):
+            raise ValueError(f"{name} already has a dual prompt")
+        value = getattr(module, attr)
+        parametrize.register_parametrization(
+            module, attr, DualPrompt(value, w_train, w_base, w_new, base_prompt))
+    return list(names)
+
+
+def dual_prompts(root: nn.Module) -> Iterator[DualPrompt]:
+    return (m for m in root.modules() if isinstance(m, DualPrompt))
+
+
+def set_mode(root: nn.Module, mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"dual-prompt mode must be one of {MODES}, got {mode!r}")
+    found = False
+    for dual in dual_prompts(root):
+        dual.mode = mode
+        found = True
+    if not found:
+        raise ValueError("model has no dual prompts; call trainers.dpc.decoupling.attach first")
+
+
+def get_mode(root: nn.Module) -> str:
+    modes = {dual.mode for dual in dual_prompts(root)}
+    if len(modes) != 1:
+        raise ValueError(f"dual prompts are in mixed or no modes: {sorted(modes)}")
+    return modes.pop()
+
+
+@contextlib.contextmanager
+def mode(root: nn.Module, name: str):
+    """Temporarily switch every dual prompt of ``root`` to mode ``name``."""
+    previous = get_mode(root)
+    set_mode(root, name)
+    try:
+        yield
+    finally:
+        set_mode(root, previous)
+
+
+def set_weights(root: nn.Module, w_base: float | None = None, w_new: float | None = None) -> None:
+    """Change the inference weights (no retraining needed; w_train stays as trained)."""
+    for dual in dual_prompts(root):
+        check_weights(dual.w_base if w_base is None else w_base, dual.w_new if w_new is None else w_new)
+        if w_base is not None:
+            dual.w_base = float(w_base)
+        if w_new is not None:
+            dual.w_new = float(w_new)
+
+
+def trainable_names(root: nn.Module, patterns: Iterable[str] | None = None) -> List[str]:
+    """Names of the trainable parameters of ``root`` (optionally filtered by fnmatch patterns)."""
+    import fnmatch
+
+    names = [n for n, p in root.named_parameters() if p.requires_grad and ".parametrizations." not in f".{n}"]
+    if patterns is not None:
+        patterns = list(patterns)
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+    return names

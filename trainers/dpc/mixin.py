@@ -1,0 +1,282 @@
+"""``DPCMixin``: turns a Dassl prompt-learning ``TrainerX`` into its DPC (stage-2) version.
+
+    @TRAINER_REGISTRY.register()
+    class DPC_MyLearner(DPCMixin, MyLearner):
+        pass
+
+The backbone trainer is used as it is: its ``build_model`` builds and registers the prompt learner,
+then the mixin loads the stage-1 checkpoint into it, gives every learnable prompt tensor its dual
+(``decoupling.attach``), and replaces the training step by the hard-negative optimizer.
+
+What the mixin needs from the backbone's model (``self.model``): ``encode_image(images)`` and
+``encode_text()`` (features of all classes) and ``logit_scale``; CoOp-style models with
+``image_encoder``, ``text_encoder``, ``prompt_learner`` and ``tokenized_prompts`` work as they are.
+Class attributes a DPC trainer may set:
+- ``dpc_prompt_names``: fnmatch patterns of the prompt tensors (relative to each registered model);
+  default: every trainable parameter of the registered models.
+- ``dpc_frozen_image_encoder``: True when image features do not depend on prompts (CoOp); the
+  anchors' stage-1 features are then reused instead of encoding the anchors twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import torch
+import torch.nn.functional as F
+
+from dassl.data.transforms import build_transform
+
+from . import decoupling
+from .checkpoint import (atomic_write_text, checkpoint_path, load_checkpoint, load_state_checked,
+                         save_registered_models)
+from .config import EVAL_MODES, NEG_SOURCES
+from .image_bank import ImageBank
+from .loss import symmetric_infonce
+from .sampler import HardNegativeSampler, index_by_class
+
+
+class DPCMixin:
+    dpc_prompt_names = None
+    dpc_frozen_image_encoder = False
+
+    # ---------------------------------------------------------------- configuration
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        d = cfg.DPC
+        decoupling.check_weights(d.W_BASE, d.W_NEW)
+        for w in d.SWEEP_W_NEW:
+            decoupling.check_weights(d.W_BASE, w)
+        for w in d.SWEEP_W_BASE:
+            decoupling.check_weights(w, d.W_NEW)
+        if d.TOPK < 1:
+            raise ValueError(f"DPC.TOPK must be >= 1, got {d.TOPK}")
+        if d.NEG_SOURCE not in NEG_SOURCES:
+            raise ValueError(f"DPC.NEG_SOURCE must be one of {NEG_SOURCES}, got {d.NEG_SOURCE!r}")
+        if d.BASE_PROMPT not in decoupling.BASE_PROMPTS:
+            raise ValueError(f"DPC.BASE_PROMPT must be one of {decoupling.BASE_PROMPTS}, got {d.BASE_PROMPT!r}")
+        if d.EVAL_MODE not in EVAL_MODES:
+            raise ValueError(f"DPC.EVAL_MODE must be one of {EVAL_MODES}, got {d.EVAL_MODE!r}")
+
+    @classmethod
+    def dpc_backbone_name(cls) -> str:
+        """Name of the backbone trainer class this DPC trainer extends (e.g. 'CoOp')."""
+        mro = cls.__mro__
+        return mro[mro.index(DPCMixin) + 1].__name__
+
+    # ---------------------------------------------------------------- model
+    def build_model(self):
+        super().build_model()
+        d = self.cfg.DPC
+        self.dpc_net = getattr(self.model, "module", self.model)  # unwrap DataParallel
+        self.dpc_stage1 = self._dpc_load_stage1() if d.STAGE1_DIR else None
+        self.dpc_prompts = {}
+        for name, module in self._models.items():
+            names = decoupling.trainable_names(module, self.dpc_prompt_names)
+            if names:
+                decoupling.attach(module, names, w_train=d.W_BASE, w_new=d.W_NEW, base_prompt=d.BASE_PROMPT)
+                self.dpc_prompts[name] = names
+        if not self.dpc_prompts:
+            decoupling.attach(self.dpc_net, [], d.W_BASE)  # raises the explanatory error
+        n_tensors = sum(len(v) for v in self.dpc_prompts.values())
+        print(f"DPC: {n_tensors} prompt tensors get a dual (w_b={d.W_BASE:g}, w_n={d.W_NEW:g}, "
+              f"base prompt {d.BASE_PROMPT})")
+        decoupling.set_mode(self.dpc_net, "train")
+        self.dpc_sampler = self.dpc_bank = None
+        if self.dpc_stage1 is not None:
+            self._dpc_build_sampler()
+
+    def _dpc_missing_stage1(self, path: str) -> str:
+        backbone = self.dpc_backbone_name()
+        return (
+            f"DPC stage-1 checkpoint not found: {path}\n"
+            f"Stage 2 starts from a trained {backbone} prompt. Train it on the base classes first, e.g.\n"
+            f"  bash scripts/{backbone.lower()}/base2new_train.sh <dataset> {self.cfg.SEED}\n"
+            f"(or run `bash scripts/dpc/base2new_train.sh <dataset> {self.cfg.SEED} {backbone.lower()}`, which trains "
+            "stage 1 when it is missing), or point DPC.STAGE1_DIR / DPC.STAGE1_EPOCH at an existing run."
+        )
+
+    def _dpc_load_stage1(self) -> dict:
+        d = self.cfg.DPC
+        classnames = list(self.dm.dataset.classnames)
+        files = {}
+        for name, module in self._models.items():
+            path = checkpoint_path(d.STAGE1_DIR, name, d.STAGE1_EPOCH)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(self._dpc_missing_stage1(path))
+            ckpt = load_checkpoint(path)
+            if "dpc" in ckpt:
+                raise ValueError(f"{path} is a DPC stage-2 checkpoint; DPC.STAGE1_DIR must point to the "
+                                 f"{self.dpc_backbone_name()} (stage-1) run")
+            saved_names = ckpt.get("classnames")
+            if saved_names is not None and list(saved_names) != classnames:
+                raise ValueError(
+                    f"stage-1 checkpoint {path} was trained on {len(saved_names)} other classes "
+                    f"({saved_names[:3]}...) than stage 2 uses ({len(classnames)}: {classnames[:3]}...). "
+                    "Use the same dataset, DATASET.SUBSAMPLE_CLASSES (base) and seed for both stages.")
+            load_state_checked(
+                module, ckpt.get("state_dict", ckpt), path,
+                required=decoupling.trainable_names(module, self.dpc_prompt_names),
+                hint=f"Stage 1 must be a --trainer {self.dpc_backbone_name()} run with the same trainer options "
+                     "(N_CTX, CTX_INIT, CSC, prompt depth, backbone) and classes as stage 2.")
+            files[name] = os.path.abspath(path)
+            epoch = ckpt.get("epoch")
+            print(f"DPC: loaded stage-1 {name} from {path} (epoch {epoch})")
+        return {"dir": os.path.abspath(d.STAGE1_DIR), "epoch": epoch, "files": files,
+                "trainer": self.dpc_backbone_name()}
+
+    def _dpc_build_sampler(self):
+        d = self.cfg.DPC
+        dataset = self.dm.dataset
+        if d.NEG_SOURCE == "few-shot":
+            items = dataset.train_x
+        else:
+            items = getattr(dataset, "full_train", None)
+            if items is None:
+                raise ValueError(f"DPC.NEG_SOURCE full-train needs a dataset with a `full_train` list; "
+                                 f"{type(dataset).__name__} has none (use few-shot)")
+        num_classes = self.dm.num_classes
+        by_class = index_by_class([item.label for item in items], num_classes)
+        seed = self.cfg.SEED if self.cfg.SEED >= 0 else None
+        self.dpc_sampler = HardNegativeSampler(by_class, num_classes, d.TOPK, rng=random.Random(seed),
+                                               classnames=dataset.classnames)
+        self.dpc_bank = ImageBank([item.impath for item in items], build_transform(self.cfg, is_train=True))
+        print(f"DPC: negatives from {len(items)} {d.NEG_SOURCE} images of {num_classes} base classes, K={d.TOPK}")
+
+    # ---------------------------------------------------------------- features
+    def dpc_encode_image(self, images):
+        net = self.dpc_net
+        if hasattr(net, "encode_image"):
+            return net.encode_image(images)
+        return net.image_encoder(images.type(net.dtype))
+
+    def dpc_encode_text(self):
+        net = self.dpc_net
+        if hasattr(net, "encode_text"):
+            return net.encode_text()
+        return net.text_encoder(net.prompt_learner(), net.tokenized_prompts)
+
+    # ---------------------------------------------------------------- training
+    def before_train(self):
+        if self.dpc_stage1 is None:
+            raise ValueError("DPC.STAGE1_DIR is empty: stage 2 needs the stage-1 run of "
+                             f"{self.dpc_backbone_name()}. " + self._dpc_missing_stage1("<DPC.STAGE1_DIR>"))
+        super().before_train()
+        with torch.no_grad(), decoupling.mode(self.dpc_net, "stage1"):
+            self.dpc_stage1_text = F.normalize(self.dpc_encode_text().float(), dim=-1)
+        atomic_write_text(os.path.join(self.output_dir, "dpc_stage1.json"),
+                          json.dumps(self.dpc_stage1, indent=2) + "\n")
+
+    def dpc_batch(self, images, labels):
+        """Sample hard negatives for a batch of anchors: (contrastive images or None, labels, anchor features or None)."""
+        with torch.no_grad(), decoupling.mode(self.dpc_net, "stage1"):
+            anchor_features = self.dpc_encode_image(images)
+            scores = F.normalize(anchor_features.float(), dim=-1) @ self.dpc_stage1_text.t()
+        picked = self.dpc_sampler.sample(scores, labels)
+        rows = torch.tensor(picked.anchor_rows, device=labels.device)
+        negatives = self.dpc_bank.load(picked.neg_items).to(images.device, images.dtype)
+        pair_labels = torch.cat([labels[rows], torch.tensor(picked.neg_labels, dtype=labels.dtype,
+                                                            device=labels.device)])
+        return rows, negatives, pair_labels, anchor_features
+
+    def dpc_loss(self, images, labels):
+        rows, negatives, pair_labels, anchor_features = self.dpc_batch(images, labels)
+        if self.dpc_frozen_image_encoder:
+            with torch.no_grad():
+                parts = [anchor_features[rows]]
+                if len(negatives):
+                    parts.append(self.dpc_encode_image(negatives))
+                image_features = torch.cat(parts)
+        else:
+            batch = torch.cat([images[rows], negatives]) if len(negatives) else images[rows]
+            image_features = self.dpc_encode_image(batch)
+        text_features = self.dpc_encode_text()
+        loss = symmetric_infonce(image_features, text_features, pair_labels, self.dpc_net.logit_scale)
+        return loss, len(pair_labels)
+
+    def forward_backward(self, batch):
+        images = batch["img"].to(self.device)
+        labels = batch["label"].to(self.device)
+        scaler = getattr(self, "scaler", None)
+        if scaler is not None:  # PREC amp on CUDA
+            with torch.autocast("cuda"):
+                loss, size = self.dpc_loss(images, labels)
+            self.model_zero_grad()
+            scaler.scale(loss).backward()
+            for name in self.get_model_names():
+                if self._optims[name] is not None:
+                    scaler.step(self._optims[name])
+            scaler.update()
+        else:
+            loss, size = self.dpc_loss(images, labels)
+            self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return {"loss": loss.item(), "pairs": size}
+
+    # ---------------------------------------------------------------- evaluation
+    def dpc_eval_mode(self) -> str:
+        mode = self.cfg.DPC.EVAL_MODE
+        if mode == "auto":
+            mode = "new" if self.cfg.DATASET.get("SUBSAMPLE_CLASSES", "all") == "new" else "base"
+        return mode
+
+    def set_model_mode(self, mode="train", names=None):
+        super().set_model_mode(mode, names)
+        if getattr(self, "dpc_prompts", None):
+            decoupling.set_mode(self.dpc_net, "train" if mode == "train" else self.dpc_eval_mode())
+
+    def test(self, split=None):
+        d = self.cfg.DPC
+        sweeps = [("w_new", v) for v in d.SWEEP_W_NEW] + [("w_base", v) for v in d.SWEEP_W_BASE]
+        if not sweeps:
+            return super().test(split)
+        mode = self.dpc_eval_mode()
+        rows = []
+        for key, value in sweeps:
+            decoupling.set_weights(self.dpc_net, **{key: value})
+            print(f"DPC sweep: {key}={value:g} (eval mode {mode})")
+            rows.append({"mode": mode, key: value, "accuracy": float(super().test(split))})
+            decoupling.set_weights(self.dpc_net, w_base=d.W_BASE, w_new=d.W_NEW)
+        print("DPC sweep results:\n" + "\n".join(
+            f"  {k}={r[k]:g}: {r['accuracy']:.2f}" for r in rows for k in ("w_new", "w_base") if k in r))
+        atomic_write_text(os.path.join(self.output_dir, "dpc_weight_sweep.json"), json.dumps(rows, indent=2) + "\n")
+        print(f"DPC: evaluating with the configured weights (w_b={d.W_BASE:g}, w_n={d.W_NEW:g})")
+        return super().test(split)
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint_extras(self) -> dict:
+        parent = getattr(super(), "checkpoint_extras", None)
+        extras = parent() if parent else {"classnames": list(self.dm.dataset.classnames)}
+        d = self.cfg.DPC
+        extras["dpc"] = {
+            "stage1": self.dpc_stage1, "w_base": d.W_BASE, "w_new": d.W_NEW, "topk": d.TOPK,
+            "neg_source": d.NEG_SOURCE, "base_prompt": d.BASE_PROMPT, "prompt_tensors": self.dpc_prompts,
+            "classnames": list(self.dm.dataset.classnames), "backbone": self.dpc_backbone_name(),
+        }
+        return extras
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        save_registered_models(self, epoch, directory, is_best, val_result, model_name, self.checkpoint_extras())
+
+    def load_model(self, directory, epoch=None):
+        """Load a DPC stage-2 checkpoint (M and the frozen P of every prompt tensor) for evaluation."""
+        if not directory:
+            raise ValueError("--model-dir is required to evaluate a DPC model")
+        for name, module in self._models.items():
+            path = os.path.join(directory, name, f"model.pth.tar-{epoch}" if epoch else "model-best.pth.tar")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"no DPC checkpoint at {path}: check --model-dir and --load-epoch "
+                                        "(the stage-2 run's output dir and its last epoch)")
+            ckpt = load_checkpoint(path)
+            meta = ckpt.get("dpc")
+            if meta is None:
+                raise ValueError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record); evaluate a stage-1 "
+                                 f"checkpoint with --trainer {self.dpc_backbone_name()}")
+            load_state_checked(module, ckpt["state_dict"], path,
+                               hint="Evaluate with the trainer and config the DPC model was trained with.")
+            stage1 = meta.get("stage1") or {}
+            print(f"Loaded DPC {name} from {path} (epoch {ckpt.get('epoch')}; stage 1: {stage1.get('dir')}, "
+                  f"trained with w_b={meta.get('w_base')}, K={meta.get('topk')})")
+            self.dpc_loaded = meta

@@ -1,0 +1,92 @@
+"""Dynamic hard-negative sampler (DPC Sec. 3.3).
+
+For each anchor image of a mini-batch, the frozen stage-1 model's top-K base classes other than the
+true class become its hard negatives; each negative class is paired with one random training image
+of that class. Within one mini-batch no class appears twice, so the L x L contrastive targets are
+unambiguous: classes already present (every anchor's true class, earlier negatives) are skipped,
+and an anchor whose class is already taken by an earlier anchor is dropped.
+When fewer than ``min_negatives`` negatives survive, random classes not yet in the batch fill the gap.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Sequence
+
+import torch
+
+
+@dataclass
+class NegativeBatch:
+    """The sampler's choice for one mini-batch.
+
+    ``anchor_rows`` index the kept anchors in the original batch; ``neg_labels[j]`` is paired with the
+    training item ``neg_items[j]``. The contrastive batch is anchors first, then negatives, so
+    ``labels = [labels[anchor_rows]] + neg_labels`` and ``L = len(anchor_rows) + len(neg_labels)``.
+    """
+
+    anchor_rows: List[int] = field(default_factory=list)
+    neg_labels: List[int] = field(default_factory=list)
+    neg_items: List[int] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.anchor_rows) + len(self.neg_labels)
+
+
+def index_by_class(labels: Sequence[int], num_classes: int) -> Dict[int, List[int]]:
+    """Map class -> positions of its items; every class must have at least one item."""
+    by_class: Dict[int, List[int]] = {c: [] for c in range(num_classes)}
+    for i, label in enumerate(labels):
+        if not 0 <= label < num_classes:
+            raise ValueError(f"item {i} has label {label}, outside the {num_classes} base classes")
+        by_class[label].append(i)
+    return by_class
+
+
+class HardNegativeSampler:
+    def __init__(self, items_by_class: Mapping[int, Sequence[int]], num_classes: int, topk: int = 8,
+                 min_negatives: int = 2, rng: random.Random | None = None, classnames: Sequence[str] | None = None):
+        if not 1 <= topk <= num_classes:
+            raise ValueError(f"DPC.TOPK={topk} must be between 1 and the number of base classes ({num_classes})")
+        empty = [c for c in range(num_classes) if not items_by_class.get(c)]
+        if empty:
+            shown = [f"{c} ({classnames[c]})" if classnames else str(c) for c in empty[:10]]
+            raise ValueError(
+                f"{len(empty)} base classes have no training image to draw negatives from: {', '.join(shown)}. "
+                "Use DPC.NEG_SOURCE full-train, or check the dataset's train split.")
+        self.items_by_class = {c: list(items_by_class[c]) for c in range(num_classes)}
+        self.num_classes = num_classes
+        self.topk = topk
+        self.max_negatives = topk - 1
+        self.min_negatives = min(min_negatives, self.max_negatives)
+        self.rng = rng or random.Random()
+
+    def sample(self, scores: torch.Tensor, labels: torch.Tensor) -> NegativeBatch:
+        """``scores`` [b, num_classes] from the stage-1 model (higher = more similar); ``labels`` [b]."""
+        if scores.dim() != 2 or scores.shape[1] != self.num_classes:
+            raise ValueError(f"scores must be [batch, {self.num_classes}], got {tuple(scores.shape)}")
+        labels = [int(y) for y in labels.tolist()]
+        k = min(self.topk, self.num_classes)
+        ranked = scores.detach().float().topk(k, dim=1).indices.tolist()
+
+        out = NegativeBatch()
+        in_batch = set()
+        for row, label in enumerate(labels):
+            if label not in in_batch:
+                out.anchor_rows.append(row)
+                in_batch.add(label)
+        for row in out.anchor_rows:
+            label = labels[row]
+            candidates = [c for c in ranked[row] if c != label][: self.max_negatives]
+            negatives = [c for c in candidates if c not in in_batch]
+            in_batch.update(negatives)
+            if len(negatives) < self.min_negatives:
+                pool = [c for c in range(self.num_classes) if c not in in_batch]
+                extra = self.rng.sample(pool, min(self.min_negatives - len(negatives), len(pool)))
+                negatives += extra
+                in_batch.update(extra)
+            for c in negatives:
+                out.neg_labels.append(c)
+                out.neg_items.append(self.rng.choice(self.items_by_class[c]))
+        return out

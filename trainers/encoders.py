@@ -1,0 +1,148 @@
+"""CLIP encoders that accept learned prompts, built on the pip-installed OpenAI CLIP modules.
+
+Deep prompts are inserted by running ``transformer.resblocks`` one block at a time and
+overwriting the prompt tokens before the blocks that have a deep prompt; no CLIP code is forked.
+
+Token layout (sequence-first, as CLIP's transformer expects):
+- text:   [SOS, prompt_1 .. prompt_n, class tokens, EOS, pad...]; deep text prompts overwrite
+  positions 1 .. n.
+- vision: [CLS, patches..., prompt_1 .. prompt_n]; deep vision prompts overwrite the last n tokens.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import clip
+from clip.simple_tokenizer import SimpleTokenizer
+
+_tokenizer = SimpleTokenizer()
+
+
+def count_tokens(text: str) -> int:
+    """Number of BPE tokens of ``text`` (without SOS/EOS)."""
+    return len(_tokenizer.encode(text))
+
+
+def embed_texts(clip_model, texts: Sequence[str]):
+    """Tokenize ``texts`` and look up their token embeddings: (tokens [n, 77], embeddings [n, 77, width])."""
+    tokens = torch.cat([clip.tokenize(t) for t in texts])
+    device = clip_model.token_embedding.weight.device
+    with torch.no_grad():
+        embedding = clip_model.token_embedding(tokens.to(device)).type(clip_model.dtype)
+    return tokens, embedding
+
+
+def replace_text_prompt(x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """Overwrite tokens 1..n of a sequence-first text batch [L, N, D] with ``prompt`` [n, D]."""
+    n = prompt.shape[0]
+    prompt = prompt.to(x.dtype).unsqueeze(1).expand(-1, x.shape[1], -1)
+    return torch.cat([x[:1], prompt, x[1 + n:]], dim=0)
+
+
+def replace_vision_prompt(x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """Overwrite the last n tokens of a sequence-first image batch [L, N, D] with ``prompt`` [n, D]."""
+    n = prompt.shape[0]
+    prompt = prompt.to(x.dtype).unsqueeze(1).expand(-1, x.shape[1], -1)
+    return torch.cat([x[:-n], prompt], dim=0)
+
+
+def run_blocks(blocks: nn.Sequential, x: torch.Tensor,
+               deep_prompts: Optional[Sequence[Optional[torch.Tensor]]],
+               replace: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Run residual blocks; ``deep_prompts[i]`` (if any) replaces the prompt tokens before block i + 1.
+
+    Block 0 sees the prompts inserted at the input, so a prompt depth of d uses d - 1 deep prompts.
+    """
+    deep_prompts = list(deep_prompts or [])
+    if len(deep_prompts) >= len(blocks):
+        raise ValueError(f"{len(deep_prompts)} deep prompts need more than {len(blocks)} blocks "
+                         "(prompt depth must not exceed the number of transformer layers)")
+    for i, block in enumerate(blocks):
+        if 0 < i <= len(deep_prompts) and deep_prompts[i - 1] is not None:
+            x = replace(x, deep_prompts[i - 1])
+        x = block(x)
+    return x
+
+
+class TextEncoder(nn.Module):
+    """CLIP's text tower applied to prompt embeddings instead of token ids."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.transformer = clip_model.transformer
+        self.positional_embedding = clip_model.positional_embedding
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+        self.dtype = clip_model.dtype
+
+    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor,
+                deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        x = prompts.type(self.dtype) + self.positional_embedding.type(self.dtype)
+        x = run_blocks(self.transformer.resblocks, x.permute(1, 0, 2), deep_prompts, replace_text_prompt)
+        x = self.ln_final(x.permute(1, 0, 2)).type(self.dtype)
+        eot = tokenized_prompts.argmax(dim=-1)  # EOT has the largest token id
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+
+class PromptedVisionEncoder(nn.Module):
+    """CLIP's ViT with prompt tokens appended after the patch tokens (shallow and deep)."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        visual = clip_model.visual
+        if not hasattr(visual, "transformer"):
+            raise ValueError("vision prompts need a ViT backbone (ViT-B/32, ViT-B/16, ViT-L/14); "
+                             "ResNet CLIP models have no token sequence")
+        self.visual = visual
+        self.dtype = clip_model.dtype
+
+    @property
+    def width(self) -> int:
+        return self.visual.conv1.out_channels
+
+    def forward(self, image: torch.Tensor, prompt: Optional[torch.Tensor] = None,
+                deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        v = self.visual
+        x = v.conv1(image.type(self.dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [N, grid**2, width]
+        cls = v.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        if prompt is not None:
+            x = torch.cat([x, prompt.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+        elif deep_prompts:
+            raise ValueError("deep vision prompts need a shallow vision prompt at the input")
+        x = v.ln_pre(x).permute(1, 0, 2)
+        x = run_blocks(v.transformer.resblocks, x, deep_prompts, replace_vision_prompt)
+        x = v.ln_post(x.permute(1, 0, 2)[:, 0, :])
+        return x @ v.proj
+
+
+class PromptedCLIP(nn.Module):
+    """Base of every prompt model here: subclasses define ``encode_image`` and ``encode_text``.
+
+    ``encode_text()`` returns the (unnormalised) features of all classes, so DPC can score, filter
+    and contrast them without knowing how the backbone builds its prompts.
+    """
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.dtype
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_text(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        image_features = F.normalize(image_features, dim=-1)
+        text_features = F.normalize(text_features, dim=-1)
+        return self.logit_scale.exp() * image_features @ text_features.t()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.encode_image(image), self.encode_text())
