@@ -14,8 +14,8 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger
 import datasets  # noqa: F401  (registers the datasets)
 import trainers.coop  # noqa: F401  (registers the trainers)
 import trainers.dpc_trainers  # noqa: F401
-# import trainers.maple  # noqa: F401
-# import trainers.promptsrc  # noqa: F401
+import trainers.maple  # noqa: F401
+import trainers.promptsrc  # noqa: F401
 from trainers.config import extend_cfg
 from trainers.dpc.checkpoint import atomic_write_text
 

@@ -16,7 +16,10 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .clip_loader import effective_precision, load_clip
+from .dpc import dassl_compat
 from .dpc.checkpoint import load_checkpoint, load_state_checked, save_registered_models
+
+dassl_compat.apply()
 
 
 class PromptTrainer(TrainerX):

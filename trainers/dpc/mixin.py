@@ -28,13 +28,15 @@ import torch.nn.functional as F
 
 from dassl.data.transforms import build_transform
 
-from . import decoupling
+from . import dassl_compat, decoupling
 from .checkpoint import (atomic_write_text, checkpoint_path, load_checkpoint, load_state_checked,
                          save_registered_models)
 from .config import EVAL_MODES, NEG_SOURCES
 from .image_bank import ImageBank
 from .loss import symmetric_infonce
 from .sampler import HardNegativeSampler, index_by_class
+
+dassl_compat.apply()
 
 
 class DPCMixin:

@@ -1,0 +1,41 @@
+"""CoOp-format datasets for Dassl.
+
+`import datasets` registers ImageNet, Caltech101, OxfordPets, StanfordCars,
+OxfordFlowers, Food101, FGVCAircraft, SUN397, DescribableTextures, EuroSAT,
+UCF101, ImageNetV2, ImageNetSketch, ImageNetA and ImageNetR with Dassl's
+DATASET_REGISTRY. The logic lives in modules that do not import Dassl
+(records, readers, fewshot, subsample, specs, pipeline); when Dassl is not
+installed only those are available.
+"""
+
+import importlib.util
+
+from .pipeline import Splits, build_splits
+from .readers import DatasetNotFoundError
+from .specs import SPECS, config_files, get_spec
+from .subsample import SUBSAMPLE_CHOICES
+
+__all__ = ["SPECS", "SUBSAMPLE_CHOICES", "DatasetNotFoundError", "Splits", "build_splits",
+           "config_files", "get_spec"]
+
+if importlib.util.find_spec("dassl") is not None:
+    from . import (  # noqa: F401  (importing registers the datasets)
+        caltech101,
+        dtd,
+        eurosat,
+        fgvc_aircraft,
+        food101,
+        imagenet,
+        imagenet_a,
+        imagenet_r,
+        imagenet_sketch,
+        imagenetv2,
+        oxford_flowers,
+        oxford_pets,
+        stanford_cars,
+        sun397,
+        ucf101,
+    )
+    from .base import CoOpDataset
+
+    __all__ += ["CoOpDataset"]

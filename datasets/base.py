@@ -1,0 +1,75 @@
+"""The thin Dassl-facing layer: one `DatasetBase` subclass shared by all datasets.
+
+All reading, few-shot sampling and class subsampling happens in the pure
+modules (pipeline.py and friends); this class only turns records into
+Dassl `Datum` objects.
+"""
+
+import os
+
+from dassl.data.datasets import DatasetBase, Datum
+
+from .pipeline import build_splits
+from .readers import DatasetNotFoundError
+
+
+def to_datum(record):
+    """Record -> Dassl Datum (Datum checks that the image file exists)."""
+    try:
+        return Datum(impath=record.impath, label=int(record.label),
+                     domain=record.domain, classname=record.classname)
+    except AssertionError:
+        raise DatasetNotFoundError(
+            record.impath,
+            "image file (listed in a split file or a cached .pkl; if the data moved, "
+            "delete split_fewshot/*.pkl and preprocessed.pkl in the dataset folder)",
+        ) from None
+
+
+class CoOpDataset(DatasetBase):
+    """Base of every registered dataset; subclasses only set `spec`.
+
+    Reads cfg.DATASET.ROOT, cfg.DATASET.NUM_SHOTS, cfg.SEED and
+    cfg.DATASET.SUBSAMPLE_CLASSES (all|base|new, default all). Besides Dassl's
+    train_x / val / test it offers `full_train`: the whole train split after
+    class subsampling, before few-shot sampling.
+    """
+
+    spec = None  # a datasets.specs.DatasetSpec
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.spec is not None:
+            cls.dataset_dir = cls.spec.folder
+
+    def __init__(self, cfg):
+        splits = build_splits(
+            self.spec,
+            cfg.DATASET.ROOT,
+            num_shots=cfg.DATASET.NUM_SHOTS,
+            seed=cfg.SEED,
+            subsample=cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
+            store=to_datum,
+        )
+        self.dataset_dir = splits.dataset_dir
+        self.split_fewshot_dir = os.path.join(splits.dataset_dir, "split_fewshot")
+        self._converted = {}  # id(record list) -> Datum list; shared lists convert once
+        self._splits = splits
+        super().__init__(
+            train_x=self._datums(splits.train),
+            val=self._datums(splits.val),
+            test=self._datums(splits.test),
+        )
+
+    def _datums(self, records):
+        if records is None:
+            return None
+        key = id(records)
+        if key not in self._converted:
+            self._converted[key] = [to_datum(r) for r in records]
+        return self._converted[key]
+
+    @property
+    def full_train(self):
+        """Whole train split (Datum list), converted on first use."""
+        return self._datums(self._splits.full_train)

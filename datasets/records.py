@@ -1,0 +1,68 @@
+"""Plain data records and pickle helpers (no Dassl import).
+
+A `Record` carries the same attributes as Dassl's `Datum` (impath, label,
+classname, domain), so code written against one works with the other.
+"""
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled image: absolute path, 0-based label, readable class name."""
+
+    impath: str
+    label: int
+    classname: str = ""
+    domain: int = 0
+
+
+def as_record(item):
+    """Convert a Record, a Dassl Datum (or any object with the same attributes)
+    or an (impath, label, classname[, domain]) sequence into a Record."""
+    if isinstance(item, Record):
+        return item
+    if isinstance(item, (tuple, list)):
+        return Record(str(item[0]), int(item[1]), *item[2:])
+    return Record(
+        impath=item.impath,
+        label=int(item.label),
+        classname=item.classname,
+        domain=getattr(item, "domain", 0),
+    )
+
+
+def as_records(items):
+    """`as_record` over a list; None stays None."""
+    if items is None:
+        return None
+    return [as_record(item) for item in items]
+
+
+def save_pickle(obj, path):
+    """Pickle `obj` to `path` atomically: write a temp file in the same folder,
+    then os.replace it, so readers never see a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pkl", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; caches are shared data
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_pickle(path):
+    with open(path, "rb") as f:
+        return pickle.load(f)

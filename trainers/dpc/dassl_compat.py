@@ -1,0 +1,48 @@
+"""Keep the pinned Dassl commit (c61a1b5) working with current PyTorch.
+
+Two incompatibilities, both fixed by small patches applied once on import:
+- Dassl's warm-up schedulers pass ``verbose`` to ``LRScheduler.__init__``, which PyTorch >= 2.7 no
+  longer accepts (TypeError when OPTIM.WARMUP_EPOCH > 0).
+- ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and Dassl's scheduler state
+  holds the successor scheduler object, so resuming a run fails. Checkpoints here are the user's own
+  training outputs, so Dassl's loader reads them with ``weights_only=False``.
+"""
+import functools
+import inspect
+
+import torch
+from dassl.optim import lr_scheduler as dassl_lr_scheduler
+from dassl.utils import torchtools
+
+_applied = False
+
+
+def apply() -> None:
+    global _applied
+    if _applied:
+        return
+    _applied = True
+
+    base = dassl_lr_scheduler._BaseWarmupScheduler
+    if "verbose" not in inspect.signature(torch.optim.lr_scheduler.LRScheduler.__init__).parameters:
+        def __init__(self, optimizer, successor, warmup_epoch, last_epoch=-1, verbose=False):
+            self.successor = successor
+            self.warmup_epoch = warmup_epoch
+            torch.optim.lr_scheduler.LRScheduler.__init__(self, optimizer, last_epoch)
+
+        base.__init__ = __init__
+
+    original_load = torch.load
+
+    @functools.wraps(original_load)
+    def trusted_load(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return original_load(*args, **kwargs)
+
+    def load_checkpoint(fpath):
+        if fpath is None:
+            raise ValueError("File path is None")
+        map_location = None if torch.cuda.is_available() else "cpu"
+        return trusted_load(fpath, map_location=map_location)
+
+    torchtools.load_checkpoint = load_checkpoint
