@@ -1,0 +1,173 @@
+"""End to end with real Dassl: train.py, the experiment scripts and parse_test_res.py on synthetic data (CPU)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("dassl")
+
+from tests.conftest import ROOT  # noqa: E402
+from tools.parse_test_res import read_accuracy  # noqa: E402
+from tools.synthetic_data import make_dataset  # noqa: E402
+from tools.tiny_clip import save_tiny_clip  # noqa: E402
+
+SHOTS = 4
+TINY = ["INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "16",
+        "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "2", "DPC.TOPK", "3"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    make_dataset(str(root / "data"), "eurosat", n_classes=10, train_per_class=6)
+    make_dataset(str(root / "data"), "dtd", n_classes=10, train_per_class=6)
+    clip_file = save_tiny_clip(str(root / "tiny.pt"))
+    env = dict(os.environ, DATA_ROOT=str(root / "data"), OUTPUT_ROOT=str(root / "output"),
+               SHOTS=str(SHOTS), PYTHON=sys.executable)
+    return {"root": root, "env": env, "opts": ["MODEL.BACKBONE.PATH", clip_file] + TINY}
+
+
+def run(cmd, workspace, check=True):
+    proc = subprocess.run(cmd, cwd=ROOT, env=workspace["env"], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def train_py(workspace, *args, opts=(), dataset="eurosat", check=True):
+    """train.py with the CLI flags ``args``; ``opts`` (yacs) come last so they override the tiny settings."""
+    cmd = [sys.executable, "train.py", "--root", workspace["env"]["DATA_ROOT"], "--seed", "1",
+           "--dataset-config-file", f"configs/datasets/{dataset}.yaml", *args]
+    return run(cmd + ["DATASET.NUM_SHOTS", str(SHOTS)] + workspace["opts"] + list(opts), workspace, check)
+
+
+def run_dir(workspace, kind, trainer, cfg, dataset="eurosat", seed=1):
+    return workspace["root"] / "output" / "base2new" / kind / dataset / f"shots_{SHOTS}" / trainer / cfg / f"seed{seed}"
+
+
+COOP_CFG = "vit_b16_c4_ep20_batch32"
+DPC_CFG = "vit_b16_c4_ep20_batch4_top8"
+
+
+@pytest.fixture(scope="module")
+def dpc_pipeline(workspace):
+    """One command: stage 1, stage 2, base and new tests."""
+    proc = run(["bash", "scripts/dpc/base2new_train.sh", "eurosat", "1", "coop"] + workspace["opts"], workspace)
+    return proc.stdout + proc.stderr
+
+
+def test_one_command_runs_both_stages_and_both_tests(workspace, dpc_pipeline):
+    for trainer, cfg in (("CoOp", COOP_CFG), ("DPC_CoOp", DPC_CFG)):
+        train = run_dir(workspace, "train_base", trainer, cfg)
+        test = run_dir(workspace, "test_new", trainer, cfg)
+        assert (train / "prompt_learner" / "model.pth.tar-2").is_file()
+        assert read_accuracy(str(train)) is not None and read_accuracy(str(test)) is not None
+        info = json.loads((train / "run_info.json").read_text())
+        assert info["config"]["TRAINER"]["NAME"] == trainer and "torch" in info["versions"]
+    stage1 = run_dir(workspace, "train_base", "CoOp", COOP_CFG)
+    provenance = json.loads((run_dir(workspace, "train_base", "DPC_CoOp", DPC_CFG) / "dpc_stage1.json").read_text())
+    assert provenance["dir"] == str(stage1) and provenance["epoch"] == 2
+
+
+def test_stage2_checkpoint_records_its_provenance(workspace, dpc_pipeline):
+    ckpt = torch.load(run_dir(workspace, "train_base", "DPC_CoOp", DPC_CFG) / "prompt_learner" / "model.pth.tar-2",
+                      map_location="cpu", weights_only=False)
+    meta = ckpt["dpc"]
+    assert meta["stage1"]["dir"] == str(run_dir(workspace, "train_base", "CoOp", COOP_CFG))
+    assert meta["stage1"]["epoch"] == 2 and meta["w_base"] == 0.2 and meta["topk"] == 3
+    assert meta["classnames"] == ckpt["classnames"] and len(meta["classnames"]) == 5
+    assert set(ckpt["state_dict"]) == {"parametrizations.ctx.original", "parametrizations.ctx.0.stage1",
+                                       "parametrizations.ctx.0.w_train"}
+    stage1 = torch.load(run_dir(workspace, "train_base", "CoOp", COOP_CFG) / "prompt_learner" / "model.pth.tar-2",
+                        map_location="cpu", weights_only=False)
+    assert list(stage1["state_dict"]) == ["ctx"]  # no class-dependent buffers
+    assert torch.equal(ckpt["state_dict"]["parametrizations.ctx.0.stage1"], stage1["state_dict"]["ctx"])
+
+
+def test_finished_runs_are_skipped(workspace, dpc_pipeline):
+    proc = run(["bash", "scripts/dpc/base2new_train.sh", "eurosat", "1", "coop"] + workspace["opts"], workspace)
+    assert proc.stdout.count("(skipped") == 4
+
+
+def test_side_by_side_table(workspace, dpc_pipeline):
+    proc = run([sys.executable, "tools/parse_test_res.py", "--base2new", str(workspace["root"] / "output" / "base2new"),
+                "--dataset", "eurosat", "--shots", str(SHOTS)], workspace)
+    lines = proc.stdout.splitlines()
+    assert any("| CoOp " in line for line in lines) and any("| DPC_CoOp " in line for line in lines)
+    assert any("DPC_CoOp - CoOp" in line for line in lines)
+
+
+def test_new_class_weight_sweep_without_retraining(workspace, dpc_pipeline):
+    """w_n = 0 reproduces the stage-1 model on the new classes; the sweep needs no retraining."""
+    model_dir = run_dir(workspace, "train_base", "DPC_CoOp", DPC_CFG)
+    out = workspace["root"] / "sweep"
+    train_py(workspace, "--trainer", "DPC_CoOp", "--config-file", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
+             "--output-dir", str(out), "--model-dir", str(model_dir), "--load-epoch", "2", "--eval-only",
+             "DATASET.SUBSAMPLE_CLASSES", "new", "DPC.SWEEP_W_NEW", "[0.0, 1e-6, 1.0]")
+    rows = json.loads((out / "dpc_weight_sweep.json").read_text())
+    assert [r["w_new"] for r in rows] == [0.0, 1e-6, 1.0] and all(r["mode"] == "new" for r in rows)
+    stage1_new = read_accuracy(str(run_dir(workspace, "test_new", "CoOp", COOP_CFG)))
+    assert rows[0]["accuracy"] == pytest.approx(stage1_new)
+    dpc_new = read_accuracy(str(run_dir(workspace, "test_new", "DPC_CoOp", DPC_CFG)))
+    assert read_accuracy(str(out)) == pytest.approx(dpc_new)  # the configured weights are evaluated last
+
+
+def test_interrupted_run_resumes(workspace):
+    out = workspace["root"] / "resume"
+    args = ["--trainer", "CoOp", "--config-file", f"configs/trainers/CoOp/{COOP_CFG}.yaml", "--output-dir", str(out),
+            "DATASET.SUBSAMPLE_CLASSES", "base"]
+    train_py(workspace, *args)
+    # emulate a run killed after epoch 1: the last checkpoint and the finish marker are gone
+    (out / "prompt_learner" / "model.pth.tar-2").unlink()
+    (out / "prompt_learner" / "checkpoint").write_text("model.pth.tar-1\n")
+    (out / "done.json").unlink()
+    proc = train_py(workspace, *args)
+    assert "will resume training" in proc.stdout
+    assert "epoch [1/2]" not in proc.stdout and "epoch [2/2]" in proc.stdout
+    assert (out / "prompt_learner" / "model.pth.tar-2").is_file() and (out / "done.json").is_file()
+
+
+def dpc_stage2(workspace, *opts, dataset="eurosat", stage1=None):
+    stage1 = stage1 or run_dir(workspace, "train_base", "CoOp", COOP_CFG)
+    return train_py(workspace, "--trainer", "DPC_CoOp", "--config-file", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
+                    "--output-dir", str(workspace["root"] / "bad"), "DATASET.SUBSAMPLE_CLASSES", "base",
+                    "DPC.STAGE1_DIR", str(stage1), opts=opts, dataset=dataset, check=False)
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["DPC.W_BASE", "0.0"], "DPC.W_BASE must be in (0, 1]"),
+    (["DPC.W_NEW", "1.5"], "DPC.W_NEW must be in [0, 1]"),
+    (["DPC.TOPK", "6"], "DPC.TOPK=6 must be between 1 and the number of base classes (5)"),
+    (["DPC.NEG_SOURCE", "web"], "DPC.NEG_SOURCE must be one of"),
+    (["TRAINER.COOP.CTX_INIT", "", "TRAINER.COOP.N_CTX", "8"], "has shape (4, 64) in the checkpoint but (8, 64)"),
+])
+def test_bad_input_is_rejected_before_training(workspace, dpc_pipeline, opts, message):
+    proc = dpc_stage2(workspace, *opts)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "epoch [" not in proc.stdout
+
+
+def test_missing_stage1_names_the_path_and_the_command(workspace):
+    proc = dpc_stage2(workspace, stage1=workspace["root"] / "nowhere")
+    assert proc.returncode != 0
+    expected = str(workspace["root"] / "nowhere" / "prompt_learner" / "model-best.pth.tar")
+    assert f"DPC stage-1 checkpoint not found: {expected}" in proc.stderr
+    assert "bash scripts/coop/base2new_train.sh <dataset> 1" in proc.stderr
+
+
+def test_stage1_from_other_classes_is_rejected(workspace, dpc_pipeline):
+    proc = dpc_stage2(workspace, dataset="dtd")
+    assert proc.returncode != 0
+    assert "other classes" in proc.stderr and "epoch [" not in proc.stdout
+
+
+def test_stage1_checkpoint_cannot_be_evaluated_as_dpc(workspace, dpc_pipeline):
+    proc = train_py(workspace, "--trainer", "DPC_CoOp", "--config-file", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
+                    "--output-dir", str(workspace["root"] / "bad_eval"), "--eval-only", "--load-epoch", "2",
+                    "--model-dir", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG)),
+                    "DATASET.SUBSAMPLE_CLASSES", "new", check=False)
+    assert proc.returncode != 0 and "not a DPC stage-2 checkpoint" in proc.stderr
