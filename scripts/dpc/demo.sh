@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The built-in default: the whole CoOp+DPC base-to-new pipeline on CPU in about a minute, with a tiny
+# randomly initialised CLIP and a synthetic EuroSAT-layout dataset (nothing to download):
+#   bash scripts/dpc/demo.sh [coop|maple|promptsrc]
+# Everything goes to output/demo/. Accuracies are those of an untrained tiny model: the point is the plumbing.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$REPO"
+PYTHON=${PYTHON:-python}
+DEMO=${DEMO_ROOT:-output/demo}
+BACKBONE=${1:-coop}
+
+"$PYTHON" -m tools.synthetic_data --root "$DEMO/data" --dataset eurosat --classes 10 --train 8 --test 10
+[ -f "$DEMO/tiny-clip.pt" ] || "$PYTHON" -m tools.tiny_clip "$DEMO/tiny-clip.pt"
+
+export DATA_ROOT="$DEMO/data" OUTPUT_ROOT="$DEMO/output" SHOTS=${SHOTS:-8} PYTHON
+bash scripts/dpc/base2new_train.sh eurosat 1 "$BACKBONE" \
+    MODEL.BACKBONE.PATH "$DEMO/tiny-clip.pt" INPUT.SIZE "(32,32)" DATALOADER.NUM_WORKERS 0 \
+    DATALOADER.TEST.BATCH_SIZE 50 OPTIM.MAX_EPOCH 2 DPC.TOPK 4 TRAINER.MAPLE.PROMPT_DEPTH 3 \
+    TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION 3 TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT 3 \
+    TRAINER.PROMPTSRC.GPA_MEAN 1 TRAINER.PROMPTSRC.GPA_STD 1
+"$PYTHON" tools/parse_test_res.py --base2new "$DEMO/output/base2new" --dataset eurosat --shots "$SHOTS"
