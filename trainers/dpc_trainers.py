@@ -3,8 +3,20 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .coop import CoOp
 from .dpc import DPCMixin
+from .maple import MaPLe
+from .promptsrc import PromptSRC
 
 
 @TRAINER_REGISTRY.register()
 class DPC_CoOp(DPCMixin, CoOp):
     dpc_frozen_image_encoder = True  # CoOp prompts only the text side
+
+
+@TRAINER_REGISTRY.register()
+class DPC_MaPLe(DPCMixin, MaPLe):
+    """Every MaPLe tensor (text prompts and coupling layers) gets a dual."""
+
+
+@TRAINER_REGISTRY.register()
+class DPC_PromptSRC(DPCMixin, PromptSRC):
+    """Vision and text prompts get duals; GPA keeps averaging the trainable duals M."""

@@ -1,0 +1,99 @@
+"""Pieces shared by the vision-language prompt learners (MaPLe, PromptSRC).
+
+Both learn a text context in front of the rest of the CTX_INIT phrase and the class name,
+"<ctx_1 .. ctx_n> <rest of CTX_INIT> <class>.", plus deep prompts for later transformer blocks.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from ..encoders import count_tokens, embed_texts
+
+
+def require_vit(clip_model, method: str) -> None:
+    """Vision prompts need a token sequence: refuse ResNet CLIP models with a clear message."""
+    if not hasattr(clip_model.visual, "transformer"):
+        raise ValueError(f"{method} prompts the image transformer and needs a ViT CLIP backbone "
+                         "(ViT-B/32, ViT-B/16, ViT-L/14); ResNet backbones (RN50, ...) are not supported")
+
+
+def text_layers(clip_model) -> int:
+    return len(clip_model.transformer.resblocks)
+
+
+def vision_layers(clip_model) -> int:
+    return len(clip_model.visual.transformer.resblocks)
+
+
+def vision_width(clip_model) -> int:
+    return clip_model.visual.conv1.out_channels
+
+
+def check_depth(key: str, depth: int, n_layers: int, minimum: int = 1) -> None:
+    """A prompt depth counts the blocks that see prompts: ``minimum`` .. number of layers."""
+    if not minimum <= depth <= n_layers:
+        raise ValueError(f"{key} must be between {minimum} and the number of transformer layers "
+                         f"({n_layers}), got {depth}")
+
+
+def check_image_size(size: int, clip_model) -> None:
+    """Prompt tokens are appended to the patch grid, so images must have CLIP's input size."""
+    expected = clip_model.visual.input_resolution
+    if size != expected:
+        raise ValueError(f"INPUT.SIZE is {size} but the CLIP image encoder expects {expected}x{expected}")
+
+
+def deep_prompts(count: int, n_ctx: int, width: int) -> nn.ParameterList:
+    """``count`` prompts of ``n_ctx`` tokens, initialised N(0, 0.02) in fp32 as upstream."""
+    prompts = nn.ParameterList()
+    for _ in range(count):
+        p = torch.empty(n_ctx, width)
+        nn.init.normal_(p, std=0.02)
+        prompts.append(nn.Parameter(p))
+    return prompts
+
+
+class TextContextLearner(nn.Module):
+    """Learned text context ``ctx`` [n_ctx, width] and the frozen token embeddings around it.
+
+    With CTX_INIT, ``ctx`` starts as the embeddings of its first ``n_ctx`` tokens and the rest of
+    the phrase stays fixed text (MaPLe's 2 tokens of "a photo of a" give "a photo" learned and
+    "of a" fixed). Class-dependent buffers are rebuilt from the class names and not saved.
+    """
+
+    def __init__(self, classnames: Sequence[str], clip_model, n_ctx: int, ctx_init: str = ""):
+        super().__init__()
+        if n_ctx < 1:
+            raise ValueError(f"the number of text context tokens must be >= 1, got {n_ctx}")
+        dtype = clip_model.dtype
+        width = clip_model.ln_final.weight.shape[0]
+        ctx_init = ctx_init.replace("_", " ").strip()
+        if ctx_init:
+            available = count_tokens(ctx_init)
+            if n_ctx > available:
+                raise ValueError(f"{n_ctx} context tokens requested but CTX_INIT {ctx_init!r} has only "
+                                 f"{available}; lower N_CTX or use a longer CTX_INIT (or '' for random init)")
+            _, embedding = embed_texts(clip_model, [ctx_init])
+            ctx = embedding[0, 1:1 + n_ctx].clone()
+            prefix_text = ctx_init
+        else:
+            ctx = torch.empty(n_ctx, width, dtype=dtype)
+            nn.init.normal_(ctx, std=0.02)
+            prefix_text = " ".join(["X"] * n_ctx)
+        self.ctx = nn.Parameter(ctx)
+
+        names = [name.replace("_", " ") for name in classnames]
+        tokens, embedding = embed_texts(clip_model, [f"{prefix_text} {name}." for name in names])
+        self.register_buffer("tokenized_prompts", tokens, persistent=False)
+        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)  # SOS
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)  # rest, class, '.', EOS
+        self.n_cls, self.n_ctx = len(names), n_ctx
+        self.prompt_text = prefix_text
+
+    def text_prompts(self) -> torch.Tensor:
+        """Token embeddings [n_cls, 77, width] with the current context."""
+        ctx = self.ctx.to(self.token_prefix.dtype).unsqueeze(0).expand(self.n_cls, -1, -1)
+        return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)

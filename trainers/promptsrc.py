@@ -1,0 +1,75 @@
+"""Dassl trainer for PromptSRC: cross-entropy plus self-regulating terms, and GPA over epochs."""
+import os
+
+import torch.nn.functional as F
+from dassl.engine import TRAINER_REGISTRY
+from dassl.metrics import compute_accuracy
+
+from .base import PromptTrainer
+from .dpc.checkpoint import load_checkpoint
+from .gpa import PromptAggregate, gaussian_epoch_weights
+from .models.promptsrc import PromptSRCCLIP, self_regulating_losses
+from .models.vl_prompts import check_image_size
+
+
+@TRAINER_REGISTRY.register()
+class PromptSRC(PromptTrainer):
+    """Prompting with Self-regulating Constraints (Khattak et al., ICCV 2023)."""
+
+    cfg_key = "PROMPTSRC"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        c = cfg.TRAINER.PROMPTSRC
+        gaussian_epoch_weights(cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD)  # raises on bad values
+
+    def build_prompt_model(self, classnames, clip_model):
+        c = self.trainer_cfg
+        check_image_size(self.cfg.INPUT.SIZE[0], clip_model)
+        clip_model.to(self.device)  # the frozen template features are computed once, on this device
+        return PromptSRCCLIP(classnames, clip_model, n_ctx_text=c.N_CTX_TEXT, n_ctx_vision=c.N_CTX_VISION,
+                             ctx_init=c.CTX_INIT, depth_text=c.PROMPT_DEPTH_TEXT, depth_vision=c.PROMPT_DEPTH_VISION)
+
+    def build_model(self):
+        super().build_model()
+        c = self.trainer_cfg
+        self.gpa = PromptAggregate(gaussian_epoch_weights(self.cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD))
+
+    def compute_loss(self, images, labels):
+        c = self.trainer_cfg
+        out = self.model.scl_outputs(images)
+        ce = F.cross_entropy(out.logits, labels)
+        terms = self_regulating_losses(out, c.TEXT_LOSS_WEIGHT, c.IMAGE_LOSS_WEIGHT)
+        logged = {"acc": compute_accuracy(out.logits, labels)[0].item(), "ce": ce.item()}
+        logged.update({name: value.item() for name, value in terms.items()})
+        return ce + sum(terms.values()), logged
+
+    # ---------------------------------------------------------------- GPA
+    def after_epoch(self):
+        self.gpa.update(self._models, self.epoch)
+        if self.epoch + 1 == self.max_epoch:
+            print("GPA: using the Gaussian-weighted aggregate of all epochs as the final model")
+            self.gpa.load_into(self._models)
+        super().after_epoch()  # saves the checkpoint (with the aggregate so far)
+
+    def checkpoint_extras(self) -> dict:
+        extras = super().checkpoint_extras()
+        extras["gpa"] = self.gpa.state_dict()
+        return extras
+
+    def resume_model_if_exist(self, directory):
+        start_epoch = super().resume_model_if_exist(directory)
+        if start_epoch > 0:
+            name = self.get_model_names()[0]
+            with open(os.path.join(directory, name, "checkpoint")) as f:
+                path = os.path.join(directory, name, f.readline().strip())
+            state = load_checkpoint(path).get("gpa")
+            if state is None:
+                raise ValueError(f"{path} has no GPA record: it was not written by a {type(self).__name__} run, "
+                                 "so training cannot resume from it; use a fresh output directory")
+            self.gpa.load_state_dict(state)
+            if self.gpa.epochs != list(range(start_epoch)):
+                raise ValueError(f"{path} (epoch {start_epoch}) holds GPA epochs "
+                                 f"{[e + 1 for e in self.gpa.epochs]}, expected 1..{start_epoch}")
+            print(f"GPA: restored the aggregate of epochs 1..{start_epoch}")
+        return start_epoch
