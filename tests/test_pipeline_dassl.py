@@ -171,3 +171,27 @@ def test_stage1_checkpoint_cannot_be_evaluated_as_dpc(workspace, dpc_pipeline):
                     "--model-dir", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG)),
                     "DATASET.SUBSAMPLE_CLASSES", "new", check=False)
     assert proc.returncode != 0 and "not a DPC stage-2 checkpoint" in proc.stderr
+
+
+@pytest.mark.parametrize("backbone, trainer, cfg, dpc_cfg", [
+    ("maple", "MaPLe", "vit_b16_c2_ep5_batch4_2ctx", "vit_b16_c2_ep5_batch4_2ctx_top8"),
+    ("promptsrc", "PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx", "vit_b16_c2_ep20_batch4_4+4ctx_top8"),
+])
+def test_one_command_pipeline_for_deep_prompt_backbones(workspace, backbone, trainer, cfg, dpc_cfg):
+    opts = ["TRAINER.MAPLE.PROMPT_DEPTH", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3",
+            "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3", "TRAINER.PROMPTSRC.GPA_MEAN", "2",
+            "TRAINER.PROMPTSRC.GPA_STD", "1"]
+    run(["bash", "scripts/dpc/base2new_train.sh", "dtd", "1", backbone] + workspace["opts"] + opts, workspace)
+    for name, config in ((trainer, cfg), (f"DPC_{trainer}", dpc_cfg)):
+        assert read_accuracy(str(run_dir(workspace, "train_base", name, config, dataset="dtd"))) is not None
+        assert read_accuracy(str(run_dir(workspace, "test_new", name, config, dataset="dtd"))) is not None
+    ckpt = torch.load(run_dir(workspace, "train_base", f"DPC_{trainer}", dpc_cfg, dataset="dtd") / "prompt_learner"
+                      / "model.pth.tar-2", map_location="cpu", weights_only=False)
+    assert ckpt["dpc"]["backbone"] == trainer
+    assert ckpt["dpc"]["w_base"] == (1.0 if trainer == "MaPLe" else 0.2)
+    wrapped = ckpt["dpc"]["prompt_tensors"]["prompt_learner"]
+    assert len(wrapped) > 3  # text, vision / coupling and deep prompts all have duals
+    assert all(f"parametrizations.{n.rsplit('.', 1)[-1]}.original" in "".join(ckpt["state_dict"]) for n in wrapped)
+    table = run([sys.executable, "tools/parse_test_res.py", "--base2new",
+                 str(workspace["root"] / "output" / "base2new"), "--dataset", "dtd"], workspace).stdout
+    assert f"| DPC_{trainer} " in table and f"DPC_{trainer} - {trainer}" in table
