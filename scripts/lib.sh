@@ -52,12 +52,16 @@ run_dir() {
     echo "$OUTPUT/base2new/$1/$2/shots_$SHOTS/$3/$(basename "$4" .yaml)/seed$5"
 }
 
-# newest numbered checkpoint epoch of a training run
+# newest numbered checkpoint epoch of a training run (empty when there is none)
 last_epoch() {
     local pointer
     for pointer in "$1"/*/checkpoint; do
-        [ -f "$pointer" ] && sed -n 's/^model\.pth\.tar-\([0-9]*\)$/\1/p' "$pointer" && return
+        if [ -f "$pointer" ]; then
+            sed -n 's/^model\.pth\.tar-\([0-9]*\)$/\1/p' "$pointer"
+            return 0
+        fi
     done
+    return 0
 }
 
 # train_base DATASET TRAINER CONFIG_FILE SEED [opts...]: train on the base classes (its final test = base accuracy)

@@ -195,3 +195,41 @@ def test_one_command_pipeline_for_deep_prompt_backbones(workspace, backbone, tra
     table = run([sys.executable, "tools/parse_test_res.py", "--base2new",
                  str(workspace["root"] / "output" / "base2new"), "--dataset", "dtd"], workspace).stdout
     assert f"| DPC_{trainer} " in table and f"DPC_{trainer} - {trainer}" in table
+
+
+def test_coop_scripts_train_and_test(workspace):
+    env = dict(workspace["env"], OUTPUT_ROOT=str(workspace["root"] / "coop_scripts"))
+    ws = dict(workspace, env=env)
+    run(["bash", "scripts/coop/base2new_train.sh", "eurosat", "2"] + workspace["opts"], ws)
+    run(["bash", "scripts/coop/base2new_test.sh", "eurosat", "2"] + workspace["opts"], ws)
+    base = workspace["root"] / "coop_scripts" / "base2new" / "train_base" / "eurosat" / f"shots_{SHOTS}" / "CoOp"
+    new = workspace["root"] / "coop_scripts" / "base2new" / "test_new" / "eurosat" / f"shots_{SHOTS}" / "CoOp"
+    assert read_accuracy(str(base / COOP_CFG / "seed2")) is not None
+    assert read_accuracy(str(new / COOP_CFG / "seed2")) is not None
+    log = (new / COOP_CFG / "seed2" / "log.txt").read_text()
+    assert "# classes  5" in log  # evaluated on the 5 new classes
+    proc = run(["bash", "scripts/coop/base2new_test.sh", "eurosat", "3"] + workspace["opts"], ws, check=False)
+    assert proc.returncode != 0 and "run the matching base2new_train.sh first" in proc.stderr
+
+
+@pytest.mark.parametrize("source", ["few-shot", "full-train"])
+def test_negative_images_come_from_the_chosen_source(workspace, dpc_pipeline, source):
+    from dassl.engine import build_trainer
+
+    import train
+
+    stage1 = run_dir(workspace, "train_base", "CoOp", COOP_CFG)
+    args = train.parse_args([
+        "--root", workspace["env"]["DATA_ROOT"], "--seed", "1", "--trainer", "DPC_CoOp",
+        "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
+        "--config-file", os.path.join(ROOT, f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml"),
+        "--output-dir", str(workspace["root"] / f"source_{source}"), "DATASET.NUM_SHOTS", str(SHOTS),
+        "DATASET.SUBSAMPLE_CLASSES", "base", "DPC.STAGE1_DIR", str(stage1), "DPC.NEG_SOURCE", source,
+        *workspace["opts"]])
+    trainer = build_trainer(train.setup_cfg(args))
+    dataset = trainer.dm.dataset
+    allowed = dataset.train_x if source == "few-shot" else dataset.full_train
+    assert sorted(trainer.dpc_bank.impaths) == sorted(item.impath for item in allowed)
+    assert len(trainer.dpc_bank) == (5 * SHOTS if source == "few-shot" else 5 * 6)
+    base_names = set(dataset.classnames)
+    assert {item.classname for item in allowed} == base_names and len(base_names) == 5
