@@ -233,3 +233,16 @@ def test_negative_images_come_from_the_chosen_source(workspace, dpc_pipeline, so
     assert len(trainer.dpc_bank) == (5 * SHOTS if source == "few-shot" else 5 * 6)
     base_names = set(dataset.classnames)
     assert {item.classname for item in allowed} == base_names and len(base_names) == 5
+
+
+def test_stage2_is_deterministic_for_a_seed(workspace, dpc_pipeline):
+    states = []
+    for name in ("det_a", "det_b"):
+        out = workspace["root"] / name
+        train_py(workspace, "--trainer", "DPC_CoOp", "--config-file", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
+                 "--output-dir", str(out), "DATASET.SUBSAMPLE_CLASSES", "base",
+                 "DPC.STAGE1_DIR", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG)))
+        states.append(torch.load(out / "prompt_learner" / "model.pth.tar-2", map_location="cpu",
+                                 weights_only=False)["state_dict"])
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not torch.equal(states[0]["parametrizations.ctx.original"], states[0]["parametrizations.ctx.0.stage1"])
