@@ -81,17 +81,17 @@ def setup_cfg(args):
 
 
 def versions() -> dict:
-    import clip  # noqa: F401
-    import dassl
+    """Python and package versions, plus this repository's commit when it is a git checkout."""
+    from importlib import metadata
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "dassl": getattr(dassl, "__version__", "?")}
-    try:
-        import torchvision
-
-        info["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    commit = os.popen("git rev-parse HEAD 2>/dev/null").read().strip()
+    info = {"python": platform.python_version()}
+    for package in ("torch", "torchvision", "openai-clip", "clip-anytorch", "dassl", "yacs"):
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    commit = os.popen(f"git -C '{here}' rev-parse HEAD 2>/dev/null").read().strip()
     if commit:
         info["dpc_commit"] = commit
     return info

@@ -31,6 +31,17 @@ def freeze_like_trainer(model):
     return model
 
 
+def check_only_prompts_learn(model, clip_model):
+    """After the trainer's freezing rule, only ``prompt_learner`` tensors are trainable; the rest is CLIP's own."""
+    freeze_like_trainer(model)
+    learner = {f"prompt_learner.{n}" for n, _ in model.prompt_learner.named_parameters()}
+    assert learner == {n for n, p in model.named_parameters() if p.requires_grad}
+    # everything else is CLIP's own (shared, not copied) weights
+    assert {id(p) for n, p in model.named_parameters() if not n.startswith("prompt_learner.")} <= {
+        id(p) for p in clip_model.parameters()}
+    return learner
+
+
 @contextlib.contextmanager
 def record_blocks(blocks):
     """Collect (inputs, outputs) of every block of ``blocks`` during the enclosed forward."""

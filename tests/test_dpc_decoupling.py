@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests import _prompt_checks as prompt_checks
 from trainers.dpc import decoupling
 from trainers.models.coop import CoOpCLIP
 
@@ -25,12 +26,7 @@ def wrap(model, w_b=0.2, w_n=1e-6, base_prompt="parallel"):
 
 def sgd_steps(model, images, labels, steps=3, lr=0.5):
     decoupling.set_mode(model, "train")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.SGD(params, lr=lr)
-    for _ in range(steps):
-        optim.zero_grad()
-        F.cross_entropy(model(images), labels).backward()
-        optim.step()
+    prompt_checks.sgd_steps(model, images, labels, steps, lr)
 
 
 @pytest.fixture

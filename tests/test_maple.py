@@ -6,7 +6,7 @@ import clip
 from clip.model import CLIP
 
 from tests._prompt_checks import (BASE, VISION_WIDTH, WIDTH, changed_blocks, check_checkpoint_round_trip,
-                            check_dpc_invariants, freeze_like_trainer, images, record_blocks, make_clip)
+                            check_dpc_invariants, check_only_prompts_learn, images, record_blocks, make_clip)
 from trainers.encoders import replace_text_prompt, replace_vision_prompt, run_blocks
 from trainers.models.maple import MaPLeCLIP
 
@@ -106,12 +106,7 @@ def test_shallow_prompts_change_every_block():
 
 def test_encoders_stay_frozen():
     model, clip_model = build()
-    freeze_like_trainer(model)
-    learner = {f"prompt_learner.{n}" for n, _ in model.prompt_learner.named_parameters()}
-    assert learner == {n for n, p in model.named_parameters() if p.requires_grad}
-    # everything else is CLIP's own (shared, not copied) weights
-    assert {id(p) for n, p in model.named_parameters() if not n.startswith("prompt_learner.")} <= {
-        id(p) for p in clip_model.parameters()}
+    learner = check_only_prompts_learn(model, clip_model)
     torch.nn.functional.cross_entropy(model(images()), torch.tensor([0, 1, 2])).backward()
     for n, p in model.named_parameters():
         assert (p.grad is not None) == (n in learner), n

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import clip
 
 from tests._prompt_checks import (BASE, VISION_WIDTH, WIDTH, changed_blocks, check_checkpoint_round_trip,
-                                  check_dpc_invariants, freeze_like_trainer, images, make_clip)
+                                  check_dpc_invariants, check_only_prompts_learn, freeze_like_trainer, images, make_clip)
 from trainers.dpc import decoupling
 from trainers.gpa import PromptAggregate, gaussian_epoch_weights
 from trainers.models.promptsrc import PromptSRCCLIP, self_regulating_losses
@@ -75,11 +75,7 @@ def test_validation():
 
 def test_encoders_stay_frozen_and_frozen_features_are_not_saved():
     model, clip_model = build()
-    freeze_like_trainer(model)
-    learner = {f"prompt_learner.{n}" for n, _ in model.prompt_learner.named_parameters()}
-    assert learner == {n for n, p in model.named_parameters() if p.requires_grad}
-    assert {id(p) for n, p in model.named_parameters() if not n.startswith("prompt_learner.")} <= {
-        id(p) for p in clip_model.parameters()}
+    learner = check_only_prompts_learn(model, clip_model)
     assert set(model.prompt_learner.state_dict()) == {n[len("prompt_learner."):] for n in learner}
     assert "zs_text_features" not in model.state_dict()
     out = model.scl_outputs(images())

@@ -7,7 +7,6 @@ are written atomically and record the class names and trainer that produced them
 """
 from __future__ import annotations
 
-import os
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .clip_loader import effective_precision, load_clip
 from .dpc import dassl_compat
-from .dpc.checkpoint import load_checkpoint, load_state_checked, save_registered_models
+from .dpc.checkpoint import load_state_checked, read_saved_model, save_registered_models
 
 dassl_compat.apply()
 
@@ -88,11 +87,7 @@ class PromptTrainer(TrainerX):
             print("load_model() skipped: no model directory given")
             return
         for name, module in self._models.items():
-            path = os.path.join(directory, name, f"model.pth.tar-{epoch}" if epoch else "model-best.pth.tar")
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"No model at {path}: check --model-dir (a training output dir) and "
-                                        "--load-epoch (its last epoch, e.g. OPTIM.MAX_EPOCH)")
-            ckpt = load_checkpoint(path)
+            path, ckpt = read_saved_model(directory, name, epoch)
             if "dpc" in ckpt:
                 raise ValueError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
             load_state_checked(module, ckpt["state_dict"], path,

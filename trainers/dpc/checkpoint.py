@@ -72,6 +72,15 @@ def load_checkpoint(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def read_saved_model(directory: str, name: str, epoch: int | None):
+    """(path, checkpoint) of a model saved for evaluation: epoch ``epoch``, else Dassl's model-best."""
+    path = os.path.join(directory, name, f"model.pth.tar-{epoch}" if epoch else "model-best.pth.tar")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model at {path}: check --model-dir (a training output dir) and "
+                                "--load-epoch (its last epoch, e.g. OPTIM.MAX_EPOCH)")
+    return path, load_checkpoint(path)
+
+
 def load_state_checked(module, state: dict, path: str, required=None, hint: str = "") -> None:
     """Load the entries of ``state`` that ``module`` has, after checking shapes and required keys.
 

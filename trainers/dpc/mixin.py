@@ -30,7 +30,7 @@ from dassl.data.transforms import build_transform
 
 from . import dassl_compat, decoupling
 from .checkpoint import (atomic_write_text, checkpoint_path, load_checkpoint, load_state_checked,
-                         save_registered_models)
+                         read_saved_model, save_registered_models)
 from .config import EVAL_MODES, NEG_SOURCES
 from .image_bank import ImageBank
 from .loss import symmetric_infonce
@@ -267,11 +267,7 @@ class DPCMixin:
         if not directory:
             raise ValueError("--model-dir is required to evaluate a DPC model")
         for name, module in self._models.items():
-            path = os.path.join(directory, name, f"model.pth.tar-{epoch}" if epoch else "model-best.pth.tar")
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"no DPC checkpoint at {path}: check --model-dir and --load-epoch "
-                                        "(the stage-2 run's output dir and its last epoch)")
-            ckpt = load_checkpoint(path)
+            path, ckpt = read_saved_model(directory, name, epoch)
             meta = ckpt.get("dpc")
             if meta is None:
                 raise ValueError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record); evaluate a stage-1 "
