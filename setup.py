@@ -17,7 +17,7 @@ setup(
     description="Dual-Prompt Collaboration (CVPR 2025) for CLIP prompt learners on Dassl.pytorch",
     long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["trainers", "trainers.*", "datasets", "datasets.*", "tools", "tools.*"]),
     install_requires=read_requirements(),
     license="MIT",

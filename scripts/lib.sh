@@ -100,13 +100,27 @@ test_new() {
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new "$@"
 }
 
-# stage1_options DATASET BACKBONE_TRAINER SEED: the DPC.* options pointing stage 2 at stage 1
+# stage1_options DATASET BACKBONE_TRAINER SEED: sets STAGE1_OPTS, the DPC.* options pointing stage 2 at stage 1
 stage1_options() {
     local config dir epoch
     config=${STAGE1_CONFIG:-$(default_config "$2")}
     dir=$(run_dir train_base "$1" "$2" "$config" "$3")
     epoch=$(last_epoch "$dir")
-    echo "DPC.STAGE1_DIR $dir DPC.STAGE1_EPOCH ${epoch:--1}"
+    STAGE1_OPTS=(DPC.STAGE1_DIR "$dir" DPC.STAGE1_EPOCH "${epoch:--1}")
+}
+
+# parse_dpc_args USAGE ARGS...: sets DATASET, SEED, TRAINER (from an optional coop|maple|promptsrc)
+# and the OPTS array (the trailing yacs options) for the scripts in scripts/dpc/
+parse_dpc_args() {
+    local usage=$1
+    shift
+    [ "$#" -ge 2 ] || die "usage: $usage"
+    DATASET=$1 SEED=$2
+    shift 2
+    local backbone=coop
+    case "${1:-}" in coop|maple|promptsrc) backbone=$1; shift ;; esac
+    TRAINER=$(backbone_trainer "$backbone")
+    OPTS=("$@")
 }
 
 # backbone_main train|test TRAINER SCRIPT_NAME DATASET SEED [opts...]: body of scripts/<backbone>/*.sh

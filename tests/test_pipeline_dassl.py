@@ -115,10 +115,13 @@ def test_new_class_weight_sweep_without_retraining(workspace, dpc_pipeline):
     assert read_accuracy(str(out)) == pytest.approx(dpc_new)  # the configured weights are evaluated last
 
 
-def test_interrupted_run_resumes(workspace):
-    out = workspace["root"] / "resume"
-    args = ["--trainer", "CoOp", "--config-file", f"configs/trainers/CoOp/{COOP_CFG}.yaml", "--output-dir", str(out),
-            "DATASET.SUBSAMPLE_CLASSES", "base"]
+@pytest.mark.parametrize("trainer", ["CoOp", "DPC_CoOp"])
+def test_interrupted_run_resumes(workspace, dpc_pipeline, trainer):
+    out = workspace["root"] / f"resume_{trainer}"
+    config = f"configs/trainers/CoOp/{COOP_CFG}.yaml" if trainer == "CoOp" else f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml"
+    args = ["--trainer", trainer, "--config-file", config, "--output-dir", str(out), "DATASET.SUBSAMPLE_CLASSES", "base"]
+    if trainer == "DPC_CoOp":
+        args += ["DPC.STAGE1_DIR", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG))]
     train_py(workspace, *args)
     # emulate a run killed after epoch 1: the last checkpoint and the finish marker are gone
     (out / "prompt_learner" / "model.pth.tar-2").unlink()
@@ -128,6 +131,8 @@ def test_interrupted_run_resumes(workspace):
     assert "will resume training" in proc.stdout
     assert "epoch [1/2]" not in proc.stdout and "epoch [2/2]" in proc.stdout
     assert (out / "prompt_learner" / "model.pth.tar-2").is_file() and (out / "done.json").is_file()
+    resumed = torch.load(out / "prompt_learner" / "model.pth.tar-2", map_location="cpu", weights_only=False)
+    assert resumed["epoch"] == 2 and resumed.get("dpc", {}).get("backbone", "CoOp") == "CoOp"
 
 
 def dpc_stage2(workspace, *opts, dataset="eurosat", stage1=None):
@@ -246,3 +251,32 @@ def test_stage2_is_deterministic_for_a_seed(workspace, dpc_pipeline):
                                  weights_only=False)["state_dict"])
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert not torch.equal(states[0]["parametrizations.ctx.original"], states[0]["parametrizations.ctx.0.stage1"])
+
+
+def test_backbone_losses_can_be_added_in_parallel(workspace, dpc_pipeline):
+    import random
+
+    from dassl.engine import build_trainer
+
+    import train
+
+    args = train.parse_args([
+        "--root", workspace["env"]["DATA_ROOT"], "--seed", "1", "--trainer", "DPC_CoOp",
+        "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
+        "--config-file", os.path.join(ROOT, f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml"),
+        "--output-dir", str(workspace["root"] / "extra_loss"), "DATASET.NUM_SHOTS", str(SHOTS),
+        "DATASET.SUBSAMPLE_CLASSES", "base", "DPC.STAGE1_DIR", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG)),
+        *workspace["opts"]])
+    trainer = build_trainer(train.setup_cfg(args))
+    trainer.before_train()
+    batch = next(iter(trainer.train_loader_x))
+
+    def loss_once():
+        trainer.dpc_sampler.rng = random.Random(0)
+        torch.manual_seed(0)
+        return trainer.dpc_loss(batch["img"], batch["label"])[0].item()
+
+    plain = loss_once()
+    trainer.dpc_extra_loss = lambda images, labels: images.new_tensor(5.0)
+    assert loss_once() == pytest.approx(plain + 5.0)
+    trainer.close_writer()

@@ -3,11 +3,6 @@
 #   bash scripts/dpc/base2new_test.sh DATASET SEED [coop|maple|promptsrc] [yacs options...]
 # Weights can change without retraining, e.g. FORCE=1 ... DPC.SWEEP_W_NEW "[0.0, 1e-6, 0.01, 0.1]"
 source "$(dirname "$0")/../lib.sh"
-[ "$#" -ge 2 ] || die "usage: bash scripts/dpc/base2new_test.sh DATASET SEED [coop|maple|promptsrc] [yacs options...]"
-DATASET=$1 SEED=$2
-shift 2
-BACKBONE=coop
-case "${1:-}" in coop|maple|promptsrc) BACKBONE=$1; shift ;; esac
-TRAINER=$(backbone_trainer "$BACKBONE")
-test_new "$DATASET" "$TRAINER" "${STAGE1_CONFIG:-$(default_config "$TRAINER")}" "$SEED" "$@"
-test_new "$DATASET" "DPC_$TRAINER" "${DPC_CONFIG:-$(default_config "DPC_$TRAINER")}" "$SEED" "$@"
+parse_dpc_args "bash scripts/dpc/base2new_test.sh DATASET SEED [coop|maple|promptsrc] [yacs options...]" "$@"
+test_new "$DATASET" "$TRAINER" "${STAGE1_CONFIG:-$(default_config "$TRAINER")}" "$SEED" "${OPTS[@]}"
+test_new "$DATASET" "DPC_$TRAINER" "${DPC_CONFIG:-$(default_config "DPC_$TRAINER")}" "$SEED" "${OPTS[@]}"

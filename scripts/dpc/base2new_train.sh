@@ -6,18 +6,13 @@
 # 3. both models evaluated on the new classes (for the side-by-side table of tools/parse_test_res.py).
 # STAGE1_CONFIG / DPC_CONFIG override the default config files.
 source "$(dirname "$0")/../lib.sh"
-[ "$#" -ge 2 ] || die "usage: bash scripts/dpc/base2new_train.sh DATASET SEED [coop|maple|promptsrc] [yacs options...]"
-DATASET=$1 SEED=$2
-shift 2
-BACKBONE=coop
-case "${1:-}" in coop|maple|promptsrc) BACKBONE=$1; shift ;; esac
-TRAINER=$(backbone_trainer "$BACKBONE")
+parse_dpc_args "bash scripts/dpc/base2new_train.sh DATASET SEED [coop|maple|promptsrc] [yacs options...]" "$@"
 STAGE1_CONFIG=${STAGE1_CONFIG:-$(default_config "$TRAINER")}
 DPC_CONFIG=${DPC_CONFIG:-$(default_config "DPC_$TRAINER")}
 
-train_base "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "$@"
-# shellcheck disable=SC2046
-train_base "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" $(stage1_options "$DATASET" "$TRAINER" "$SEED") "$@"
-test_new "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "$@"
-test_new "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "$@"
+train_base "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}"
+stage1_options "$DATASET" "$TRAINER" "$SEED"
+train_base "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${STAGE1_OPTS[@]}" "${OPTS[@]}"
+test_new "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}"
+test_new "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${OPTS[@]}"
 echo "Done. Results: python tools/parse_test_res.py --base2new $OUTPUT/base2new --dataset $DATASET"

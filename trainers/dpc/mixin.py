@@ -16,6 +16,7 @@ Class attributes a DPC trainer may set:
   default: every trainable parameter of the registered models.
 - ``dpc_frozen_image_encoder``: True when image features do not depend on prompts (CoOp); the
   anchors' stage-1 features are then reused instead of encoding the anchors twice.
+A backbone whose own loss terms should stay in stage 2 overrides ``dpc_extra_loss``.
 """
 from __future__ import annotations
 
@@ -195,7 +196,17 @@ class DPCMixin:
             image_features = self.dpc_encode_image(batch)
         text_features = self.dpc_encode_text()
         loss = symmetric_infonce(image_features, text_features, pair_labels, self.dpc_net.logit_scale)
+        extra = self.dpc_extra_loss(images, labels)
+        if extra is not None:
+            loss = loss + extra
         return loss, len(pair_labels)
+
+    def dpc_extra_loss(self, images, labels):
+        """Hook for a backbone's own loss terms, added to DPC's in parallel (e.g. PromptKD's distillation).
+
+        Called in ``train`` mode with the batch's anchors; return a scalar tensor or None (default).
+        """
+        return None
 
     def forward_backward(self, batch):
         images = batch["img"].to(self.device)
@@ -235,6 +246,10 @@ class DPCMixin:
         if not sweeps:
             return super().test(split)
         mode = self.dpc_eval_mode()
+        if d.SWEEP_W_NEW and mode != "new":
+            print(f"DPC sweep: w_n only changes new-class predictions; eval mode is {mode}")
+        if d.SWEEP_W_BASE and (mode != "base" or d.BASE_PROMPT != "mixed"):
+            print("DPC sweep: w_b only changes the mixed base prompt (DPC.BASE_PROMPT mixed, eval mode base)")
         rows = []
         for key, value in sweeps:
             decoupling.set_weights(self.dpc_net, **{key: value})
