@@ -4,10 +4,10 @@ A `Record` carries the same attributes as Dassl's `Datum` (impath, label,
 classname, domain), so code written against one works with the other.
 """
 
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
+
+from trainers.dpc.checkpoint import atomic_write
 
 
 @dataclass(frozen=True)
@@ -43,24 +43,8 @@ def as_records(items):
 
 
 def save_pickle(obj, path):
-    """Pickle `obj` to `path` atomically: write a temp file in the same folder,
-    then os.replace it, so readers never see a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pkl", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; caches are shared data
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Pickle `obj` to `path` atomically (readers never see a half-written file)."""
+    atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def load_pickle(path):

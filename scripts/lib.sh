@@ -10,9 +10,14 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# relative DATA_ROOT / OUTPUT_ROOT are taken from the caller's directory; the scripts then run in the repo
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+DATA=$(absolute "${DATA_ROOT:-$REPO/data}")
+OUTPUT=${OUTPUT_ROOT:+$(absolute "$OUTPUT_ROOT")}
+OUTPUT=${OUTPUT:-output}
+export DATA_ROOT=$DATA
+[ -z "${OUTPUT_ROOT:-}" ] || export OUTPUT_ROOT=$OUTPUT
 cd "$REPO"
-DATA=${DATA_ROOT:-$REPO/data}
-OUTPUT=${OUTPUT_ROOT:-output}
 SHOTS=${SHOTS:-16}
 PYTHON=${PYTHON:-python}
 
@@ -91,8 +96,8 @@ test_new() {
         echo "[$trainer] finished evaluation found in $dir (skipped; FORCE=1 re-runs it)"
         return
     fi
+    [ -f "$model_dir/done.json" ] || die "no finished training run in $model_dir: run (or let finish) the matching base2new_train.sh first"
     epoch=$(last_epoch "$model_dir")
-    [ -n "$epoch" ] || die "no trained model in $model_dir: run the matching base2new_train.sh first"
     echo "[$trainer] testing $model_dir (epoch $epoch) on the new classes in $dir"
     "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
         --dataset-config-file "$(dataset_config "$dataset")" --config-file "$config" --output-dir "$dir" \
@@ -118,9 +123,16 @@ parse_dpc_args() {
     DATASET=$1 SEED=$2
     shift 2
     local backbone=coop
-    case "${1:-}" in coop|maple|promptsrc) backbone=$1; shift ;; esac
+    case "${1:-}" in
+        coop|maple|promptsrc) backbone=$1; shift ;;
+        *.*|"") ;;  # yacs options follow
+        *) die "unknown backbone '$1' (choose coop, maple or promptsrc)" ;;
+    esac
     TRAINER=$(backbone_trainer "$backbone")
-    OPTS=("$@")
+    # EuroSAT has 5 base classes, fewer than the paper's K = 8: use K = 5 there (the options can override it)
+    OPTS=()
+    [ "$DATASET" = eurosat ] && OPTS=(DPC.TOPK 5)
+    OPTS+=("$@")
 }
 
 # backbone_main train|test TRAINER SCRIPT_NAME DATASET SEED [opts...]: body of scripts/<backbone>/*.sh

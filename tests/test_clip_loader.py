@@ -62,3 +62,9 @@ def test_file_that_is_not_clip_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="neither"):
         clip_loader.read_state_dict(str(path))
     assert os.path.exists(path)
+
+
+def test_fp16_and_amp_stay_on_cuda():
+    assert clip_loader.effective_precision("fp16", torch.device("cuda")) == "fp16"
+    assert clip_loader.effective_precision("amp", "cuda:0") == "amp"
+    assert clip_loader.effective_precision("fp32", "cuda") == "fp32"

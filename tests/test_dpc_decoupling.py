@@ -126,7 +126,7 @@ def test_state_dict_round_trip_restores_both_prompts(tiny_clip, batch):
     sgd_steps(model, images, labels, steps=2)
     state = model.prompt_learner.state_dict()
     assert set(state) == {"parametrizations.ctx.original", "parametrizations.ctx.0.stage1",
-                          "parametrizations.ctx.0.w_train"}
+                          "parametrizations.ctx.0._extra_state"}
     torch.manual_seed(5)
     fresh = CoOpCLIP(CLASSES, tiny_clip, n_ctx=4)  # different random context
     wrap(fresh, w_b=0.9)  # even another w_b: the checkpoint's w_train wins

@@ -22,3 +22,19 @@ def test_each_file_is_read_once_and_transformed_per_draw(tmp_path):
     assert second.shape == (2, 3, 8, 8)
     assert bank.load([]).numel() == 0
     assert torch.allclose(second[1].mean(dim=(1, 2)), first[0].mean(dim=(1, 2)), atol=0.05)
+
+
+def test_memory_is_capped_least_recently_used_first(tmp_path):
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (16, 16), (60 * i, 0, 0)).save(path)
+        paths.append(str(path))
+    one = os.path.getsize(paths[0])
+    bank = ImageBank(paths, transforms.ToTensor(), max_bytes=int(2.5 * one))
+    bank.load([0, 1])
+    bank.load([0])  # 0 is now the most recently used
+    bank.load([2])  # over the cap: 1 goes
+    assert set(bank._bytes) == {0, 2}
+    os.remove(paths[0])
+    assert bank.load([0]).shape == (1, 3, 16, 16)  # still in memory

@@ -16,7 +16,8 @@ from tools.tiny_clip import save_tiny_clip  # noqa: E402
 
 SHOTS = 4
 TINY = ["INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "16",
-        "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "2", "DPC.TOPK", "3"]
+        "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "2"]
+SMALL_K = ["DPC.TOPK", "3"]  # the synthetic datasets have 5 base classes; the scripts pick K = 5 for EuroSAT
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def train_py(workspace, *args, opts=(), dataset="eurosat", check=True):
     """train.py with the CLI flags ``args``; ``opts`` (yacs) come last so they override the tiny settings."""
     cmd = [sys.executable, "train.py", "--root", workspace["env"]["DATA_ROOT"], "--seed", "1",
            "--dataset-config-file", f"configs/datasets/{dataset}.yaml", *args]
-    return run(cmd + ["DATASET.NUM_SHOTS", str(SHOTS)] + workspace["opts"] + list(opts), workspace, check)
+    return run(cmd + ["DATASET.NUM_SHOTS", str(SHOTS)] + workspace["opts"] + SMALL_K + list(opts), workspace, check)
 
 
 def run_dir(workspace, kind, trainer, cfg, dataset="eurosat", seed=1):
@@ -77,14 +78,20 @@ def test_stage2_checkpoint_records_its_provenance(workspace, dpc_pipeline):
                       map_location="cpu", weights_only=False)
     meta = ckpt["dpc"]
     assert meta["stage1"]["dir"] == str(run_dir(workspace, "train_base", "CoOp", COOP_CFG))
-    assert meta["stage1"]["epoch"] == 2 and meta["w_base"] == 0.2 and meta["topk"] == 3
+    assert meta["stage1"]["epoch"] == 2 and meta["w_base"] == 0.2 and meta["topk"] == 5  # EuroSAT: K = 5
     assert meta["classnames"] == ckpt["classnames"] and len(meta["classnames"]) == 5
     assert set(ckpt["state_dict"]) == {"parametrizations.ctx.original", "parametrizations.ctx.0.stage1",
-                                       "parametrizations.ctx.0.w_train"}
+                                       "parametrizations.ctx.0._extra_state"}
     stage1 = torch.load(run_dir(workspace, "train_base", "CoOp", COOP_CFG) / "prompt_learner" / "model.pth.tar-2",
                         map_location="cpu", weights_only=False)
     assert list(stage1["state_dict"]) == ["ctx"]  # no class-dependent buffers
     assert torch.equal(ckpt["state_dict"]["parametrizations.ctx.0.stage1"], stage1["state_dict"]["ctx"])
+
+
+def test_new_class_accuracy_is_the_backbones(workspace, dpc_pipeline):
+    """With w_n = 1e-6 the new-class prompt is the stage-1 prompt up to 1e-6 of the learned change."""
+    backbone = read_accuracy(str(run_dir(workspace, "test_new", "CoOp", COOP_CFG)))
+    assert read_accuracy(str(run_dir(workspace, "test_new", "DPC_CoOp", DPC_CFG))) == pytest.approx(backbone)
 
 
 def test_finished_runs_are_skipped(workspace, dpc_pipeline):
@@ -132,7 +139,17 @@ def test_interrupted_run_resumes(workspace, dpc_pipeline, trainer):
     assert "epoch [1/2]" not in proc.stdout and "epoch [2/2]" in proc.stdout
     assert (out / "prompt_learner" / "model.pth.tar-2").is_file() and (out / "done.json").is_file()
     resumed = torch.load(out / "prompt_learner" / "model.pth.tar-2", map_location="cpu", weights_only=False)
-    assert resumed["epoch"] == 2 and resumed.get("dpc", {}).get("backbone", "CoOp") == "CoOp"
+    assert resumed["epoch"] == 2
+    if trainer == "DPC_CoOp":  # the frozen stage-1 copy survived; the dual kept training
+        stage1 = torch.load(run_dir(workspace, "train_base", "CoOp", COOP_CFG) / "prompt_learner" / "model.pth.tar-2",
+                            map_location="cpu", weights_only=False)["state_dict"]["ctx"]
+        state = resumed["state_dict"]
+        assert torch.equal(state["parametrizations.ctx.0.stage1"], stage1)
+        assert not torch.equal(state["parametrizations.ctx.original"], stage1)
+        # resuming with another w_b is refused before any step
+        (out / "done.json").unlink()
+        proc = train_py(workspace, *args, opts=["DPC.W_BASE", "0.5"], check=False)
+        assert proc.returncode != 0 and "cannot resume" in proc.stderr and "w_base 0.2 -> 0.5" in proc.stderr
 
 
 def dpc_stage2(workspace, *opts, dataset="eurosat", stage1=None):
@@ -183,7 +200,7 @@ def test_stage1_checkpoint_cannot_be_evaluated_as_dpc(workspace, dpc_pipeline):
     ("promptsrc", "PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx", "vit_b16_c2_ep20_batch4_4+4ctx_top8"),
 ])
 def test_one_command_pipeline_for_deep_prompt_backbones(workspace, backbone, trainer, cfg, dpc_cfg):
-    opts = ["TRAINER.MAPLE.PROMPT_DEPTH", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3",
+    opts = SMALL_K + ["TRAINER.MAPLE.PROMPT_DEPTH", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3",
             "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3", "TRAINER.PROMPTSRC.GPA_MEAN", "2",
             "TRAINER.PROMPTSRC.GPA_STD", "1"]
     run(["bash", "scripts/dpc/base2new_train.sh", "dtd", "1", backbone] + workspace["opts"] + opts, workspace)
@@ -214,7 +231,13 @@ def test_coop_scripts_train_and_test(workspace):
     log = (new / COOP_CFG / "seed2" / "log.txt").read_text()
     assert "# classes  5" in log  # evaluated on the 5 new classes
     proc = run(["bash", "scripts/coop/base2new_test.sh", "eurosat", "3"] + workspace["opts"], ws, check=False)
-    assert proc.returncode != 0 and "run the matching base2new_train.sh first" in proc.stderr
+    assert proc.returncode != 0 and "run (or let finish) the matching base2new_train.sh first" in proc.stderr
+    (base / COOP_CFG / "seed2" / "done.json").unlink()  # an interrupted run is not tested either
+    proc = run(["bash", "scripts/coop/base2new_test.sh", "eurosat", "2"] + workspace["opts"], dict(ws, env=dict(
+        env, FORCE="1")), check=False)
+    assert proc.returncode != 0 and "no finished training run" in proc.stderr
+    proc = run(["bash", "scripts/dpc/base2new_train.sh", "eurosat", "2", "mapel"], ws, check=False)
+    assert proc.returncode != 0 and "unknown backbone 'mapel'" in proc.stderr
 
 
 @pytest.mark.parametrize("source", ["few-shot", "full-train"])
@@ -230,7 +253,7 @@ def test_negative_images_come_from_the_chosen_source(workspace, dpc_pipeline, so
         "--config-file", os.path.join(ROOT, f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml"),
         "--output-dir", str(workspace["root"] / f"source_{source}"), "DATASET.NUM_SHOTS", str(SHOTS),
         "DATASET.SUBSAMPLE_CLASSES", "base", "DPC.STAGE1_DIR", str(stage1), "DPC.NEG_SOURCE", source,
-        *workspace["opts"]])
+        *workspace["opts"], *SMALL_K])
     trainer = build_trainer(train.setup_cfg(args))
     dataset = trainer.dm.dataset
     allowed = dataset.train_x if source == "few-shot" else dataset.full_train
@@ -249,7 +272,9 @@ def test_stage2_is_deterministic_for_a_seed(workspace, dpc_pipeline):
                  "DPC.STAGE1_DIR", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG)))
         states.append(torch.load(out / "prompt_learner" / "model.pth.tar-2", map_location="cpu",
                                  weights_only=False)["state_dict"])
-    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert states[0].keys() == states[1].keys()
+    for key, value in states[0].items():
+        assert torch.equal(value, states[1][key]) if torch.is_tensor(value) else value == states[1][key], key
     assert not torch.equal(states[0]["parametrizations.ctx.original"], states[0]["parametrizations.ctx.0.stage1"])
 
 
@@ -266,7 +291,7 @@ def test_backbone_losses_can_be_added_in_parallel(workspace, dpc_pipeline):
         "--config-file", os.path.join(ROOT, f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml"),
         "--output-dir", str(workspace["root"] / "extra_loss"), "DATASET.NUM_SHOTS", str(SHOTS),
         "DATASET.SUBSAMPLE_CLASSES", "base", "DPC.STAGE1_DIR", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG)),
-        *workspace["opts"]])
+        *workspace["opts"], *SMALL_K])
     trainer = build_trainer(train.setup_cfg(args))
     trainer.before_train()
     batch = next(iter(trainer.train_loader_x))
@@ -280,3 +305,22 @@ def test_backbone_losses_can_be_added_in_parallel(workspace, dpc_pipeline):
     trainer.dpc_extra_loss = lambda images, labels: images.new_tensor(5.0)
     assert loss_once() == pytest.approx(plain + 5.0)
     trainer.close_writer()
+
+
+def test_trainer_loads_clip_for_its_own_device(workspace, monkeypatch):
+    """The precision decision (fp16 on CUDA, fp32 elsewhere) is made for the trainer's device."""
+    from dassl.engine import build_trainer
+
+    import train
+    import trainers.base
+
+    calls = []
+    real = trainers.base.load_clip
+    monkeypatch.setattr(trainers.base, "load_clip", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    args = train.parse_args([
+        "--root", workspace["env"]["DATA_ROOT"], "--seed", "1", "--trainer", "CoOp",
+        "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
+        "--config-file", os.path.join(ROOT, f"configs/trainers/CoOp/{COOP_CFG}.yaml"),
+        "--output-dir", str(workspace["root"] / "device"), "DATASET.NUM_SHOTS", str(SHOTS), *workspace["opts"]])
+    trainer = build_trainer(train.setup_cfg(args))
+    assert calls[0]["device"] == trainer.device and calls[0]["prec"] == trainer.prec == "fp32"

@@ -39,7 +39,7 @@ class PromptTrainer(TrainerX):
     def build_model(self):
         cfg = self.cfg
         self.prec = effective_precision(self.trainer_cfg.PREC, self.device)
-        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, prec=self.prec)
+        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, prec=self.prec, device=self.device)
         print(f"Building {type(self).__name__} for {self.dm.num_classes} classes")
         self.model = self.build_prompt_model(self.dm.dataset.classnames, clip_model)
         for name, param in self.model.named_parameters():
@@ -84,8 +84,7 @@ class PromptTrainer(TrainerX):
 
     def load_model(self, directory, epoch=None):
         if not directory:
-            print("load_model() skipped: no model directory given")
-            return
+            raise ValueError("no model directory given: --eval-only needs --model-dir (a training output dir)")
         for name, module in self._models.items():
             path, ckpt = read_saved_model(directory, name, epoch)
             if "dpc" in ckpt:

@@ -68,6 +68,13 @@ def run_blocks(blocks: nn.Sequential, x: torch.Tensor,
     return x
 
 
+def require_vit(clip_model, method: str) -> None:
+    """Vision prompts need a token sequence: refuse ResNet CLIP models with a clear message."""
+    if not hasattr(clip_model.visual, "transformer"):
+        raise ValueError(f"{method} prompts the image transformer and needs a ViT CLIP backbone "
+                         "(ViT-B/32, ViT-B/16, ViT-L/14); ResNet backbones (RN50, ...) are not supported")
+
+
 class TextEncoder(nn.Module):
     """CLIP's text tower applied to prompt embeddings instead of token ids."""
 
@@ -93,16 +100,9 @@ class PromptedVisionEncoder(nn.Module):
 
     def __init__(self, clip_model):
         super().__init__()
-        visual = clip_model.visual
-        if not hasattr(visual, "transformer"):
-            raise ValueError("vision prompts need a ViT backbone (ViT-B/32, ViT-B/16, ViT-L/14); "
-                             "ResNet CLIP models have no token sequence")
-        self.visual = visual
+        require_vit(clip_model, "vision prompting")
+        self.visual = clip_model.visual
         self.dtype = clip_model.dtype
-
-    @property
-    def width(self) -> int:
-        return self.visual.conv1.out_channels
 
     def forward(self, image: torch.Tensor, prompt: Optional[torch.Tensor] = None,
                 deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:

@@ -7,14 +7,23 @@ import tempfile
 import torch
 
 
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never half-written."""
+def atomic_write(path: str, write, mode: str = "wb") -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then rename it into place.
+
+    Readers see the old file or the new one, never a half-written one. The file gets the usual
+    permissions (0666 minus the umask), not mkstemp's 0600.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -22,13 +31,13 @@ def atomic_save(obj, path: str) -> None:
         raise
 
 
+def atomic_save(obj, path: str) -> None:
+    """torch.save, atomically."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def atomic_write_text(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def save_registered_models(trainer, epoch: int, directory: str, is_best: bool = False, val_result=None,
@@ -81,19 +90,21 @@ def read_saved_model(directory: str, name: str, epoch: int | None):
     return path, load_checkpoint(path)
 
 
-def load_state_checked(module, state: dict, path: str, required=None, hint: str = "") -> None:
-    """Load the entries of ``state`` that ``module`` has, after checking shapes and required keys.
+def load_state_checked(module, state: dict, path: str, keys=None, hint: str = "") -> None:
+    """Load ``keys`` of ``module`` (default: its whole state dict) from ``state``, after checking them.
 
-    Keys the module does not have (e.g. class-dependent buffers an upstream trainer saved) are ignored;
-    a shape mismatch or a missing required key (default: every key of the module) is an error.
+    Other entries of ``state`` are ignored (e.g. class-dependent token buffers an upstream trainer
+    saved, which must not overwrite the ones built for the current classes). A missing key or a
+    shape mismatch is an error naming the file and ``hint``.
     """
     own = module.state_dict()
-    for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
-            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(value.shape)} in the checkpoint but "
-                             f"{tuple(own[key].shape)} in this model. {hint}".rstrip())
-    missing = [key for key in (own if required is None else required) if key not in state]
+    keys = list(own) if keys is None else list(keys)
+    missing = [key for key in keys if key not in state]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(map(repr, missing[:5]))}"
                          f"{' ...' if len(missing) > 5 else ''}. {hint}".rstrip())
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    for key in keys:
+        if torch.is_tensor(own[key]) and own[key].shape != state[key].shape:
+            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)} in the checkpoint but "
+                             f"{tuple(own[key].shape)} in this model. {hint}".rstrip())
+    module.load_state_dict({key: state[key] for key in keys}, strict=False)

@@ -23,8 +23,8 @@ behaviour and is kept exact.
 
 The mechanism is ``torch.nn.utils.parametrize``: the backbone keeps reading ``self.ctx`` (or any
 other prompt attribute) and transparently gets the prompt of the current mode. In a state dict
-a wrapped tensor ``ctx`` appears as ``parametrizations.ctx.original`` (``M``) plus the buffers
-``parametrizations.ctx.0.stage1`` (``P``) and ``parametrizations.ctx.0.w_train``.
+a wrapped tensor ``ctx`` appears as ``parametrizations.ctx.original`` (``M``) plus the buffer
+``parametrizations.ctx.0.stage1`` (``P``) and ``parametrizations.ctx.0._extra_state`` (``w_b`` of training).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class DualPrompt(nn.Module):
         super().__init__()
         check_weights(w_train, w_new)
         self.register_buffer("stage1", stage1.detach().clone())
-        self.register_buffer("w_train", torch.tensor(float(w_train)))
+        self.w_train = float(w_train)  # saved as extra state: a Python float needs no device sync
         self.mode = "train"
         self.w_base = float(w_train if w_base is None else w_base)
         self.w_new = float(w_new)
@@ -77,15 +77,21 @@ class DualPrompt(nn.Module):
         p = self.stage1
         if c == 0.0:
             return p
-        return p + (m - p) * (c / float(self.w_train))
+        return p + (m - p) * (c / self.w_train)
 
     def right_inverse(self, prompt: torch.Tensor) -> torch.Tensor:
         """The M that yields ``prompt`` as the parallel prompt (P itself maps to M = P)."""
         p = self.stage1
-        return p + (prompt.detach().to(p.dtype) - p) * float(self.w_train)
+        return p + (prompt.detach().to(p.dtype) - p) * self.w_train
+
+    def get_extra_state(self):
+        return {"w_train": self.w_train}
+
+    def set_extra_state(self, state):
+        self.w_train = float(state["w_train"])
 
     def extra_repr(self) -> str:
-        return (f"shape={tuple(self.stage1.shape)}, mode={self.mode}, w_train={float(self.w_train):g}, "
+        return (f"shape={tuple(self.stage1.shape)}, mode={self.mode}, w_train={self.w_train:g}, "
                 f"w_base={self.w_base:g}, w_new={self.w_new:g}, base_prompt={self.base_prompt}")
 
 
@@ -156,6 +162,12 @@ def set_weights(root: nn.Module, w_base: float | None = None, w_new: float | Non
             dual.w_base = float(w_base)
         if w_new is not None:
             dual.w_new = float(w_new)
+
+
+def state_keys(root: nn.Module) -> List[str]:
+    """State-dict keys of the dual prompts (M, P, w_b) and any other trainable tensor of ``root``."""
+    keys = [k for k in root.state_dict() if k.startswith("parametrizations.") or ".parametrizations." in k]
+    return keys + trainable_names(root)
 
 
 def trainable_names(root: nn.Module, patterns: Iterable[str] | None = None) -> List[str]:

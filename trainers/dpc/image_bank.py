@@ -1,31 +1,46 @@
 """Training images for hard negatives, read from disk once and decoded per draw.
 
-The encoded bytes of each image are kept in memory after its first use, so drawing a negative
-never re-reads a file; decoding and the (random) training transform run per draw, as for anchors.
+The encoded bytes of each drawn image stay in memory (least recently used first out beyond
+``max_bytes``), so with the few-shot source no file is ever read twice; decoding and the random
+training transform run per draw, as for anchors. A full-train source larger than the cap
+(ImageNet's base split is tens of GB) re-reads the images that fell out.
 """
 from __future__ import annotations
 
 import io
-from typing import Callable, Dict, List, Sequence
+from collections import OrderedDict
+from typing import Callable, List, Sequence
 
 import torch
 from PIL import Image
 
+DEFAULT_MAX_BYTES = 4 << 30
+
 
 class ImageBank:
-    def __init__(self, impaths: Sequence[str], transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(self, impaths: Sequence[str], transform: Callable[[Image.Image], torch.Tensor],
+                 max_bytes: int = DEFAULT_MAX_BYTES):
         self.impaths = list(impaths)
         self.transform = transform
-        self._bytes: Dict[int, bytes] = {}
+        self.max_bytes = max_bytes
+        self._bytes: "OrderedDict[int, bytes]" = OrderedDict()
+        self._size = 0
 
     def __len__(self) -> int:
         return len(self.impaths)
 
     def _encoded(self, index: int) -> bytes:
         data = self._bytes.get(index)
-        if data is None:
-            with open(self.impaths[index], "rb") as f:
-                data = self._bytes[index] = f.read()
+        if data is not None:
+            self._bytes.move_to_end(index)
+            return data
+        with open(self.impaths[index], "rb") as f:
+            data = f.read()
+        self._bytes[index] = data
+        self._size += len(data)
+        while self._size > self.max_bytes and len(self._bytes) > 1:
+            _, dropped = self._bytes.popitem(last=False)
+            self._size -= len(dropped)
         return data
 
     def image(self, index: int) -> Image.Image:

@@ -81,7 +81,8 @@ class DPCMixin:
                 decoupling.attach(module, names, w_train=d.W_BASE, w_new=d.W_NEW, base_prompt=d.BASE_PROMPT)
                 self.dpc_prompts[name] = names
         if not self.dpc_prompts:
-            decoupling.attach(self.dpc_net, [], d.W_BASE)  # raises the explanatory error
+            raise ValueError(f"DPC found no learnable prompt tensor in {type(self).__name__}'s registered models; "
+                             "set `dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
         n_tensors = sum(len(v) for v in self.dpc_prompts.values())
         print(f"DPC: {n_tensors} prompt tensors get a dual (w_b={d.W_BASE:g}, w_n={d.W_NEW:g}, "
               f"base prompt {d.BASE_PROMPT})")
@@ -117,10 +118,11 @@ class DPCMixin:
                 raise ValueError(
                     f"stage-1 checkpoint {path} was trained on {len(saved_names)} other classes "
                     f"({saved_names[:3]}...) than stage 2 uses ({len(classnames)}: {classnames[:3]}...). "
-                    "Use the same dataset, DATASET.SUBSAMPLE_CLASSES (base) and seed for both stages.")
+                    "Use the same dataset, DATASET.SUBSAMPLE_CLASSES (base) and seed for both stages "
+                    "(to evaluate a trained DPC model, leave DPC.STAGE1_DIR empty).")
             load_state_checked(
                 module, ckpt.get("state_dict", ckpt), path,
-                required=decoupling.trainable_names(module, self.dpc_prompt_names),
+                keys=decoupling.trainable_names(module, self.dpc_prompt_names),
                 hint=f"Stage 1 must be a --trainer {self.dpc_backbone_name()} run with the same trainer options "
                      "(N_CTX, CTX_INIT, CSC, prompt depth, backbone) and classes as stage 2.")
             files[name] = os.path.abspath(path)
@@ -161,6 +163,30 @@ class DPCMixin:
         return net.text_encoder(net.prompt_learner(), net.tokenized_prompts)
 
     # ---------------------------------------------------------------- training
+    def resume_model_if_exist(self, directory):
+        self._dpc_check_resumable(directory)
+        return super().resume_model_if_exist(directory)
+
+    def _dpc_check_resumable(self, directory):
+        """Refuse to resume a run that was trained from another stage 1 or with other DPC options."""
+        for name in self.get_model_names():
+            pointer = os.path.join(directory, name, "checkpoint")
+            if not os.path.isfile(pointer):
+                return
+            with open(pointer) as f:
+                path = os.path.join(directory, name, f.readline().strip())
+            meta = load_checkpoint(path).get("dpc")
+            if meta is None:
+                raise ValueError(f"cannot resume from {path}: it is not a DPC stage-2 checkpoint; use a fresh --output-dir")
+            d = self.cfg.DPC
+            current = {"w_base": d.W_BASE, "topk": d.TOPK, "neg_source": d.NEG_SOURCE,
+                       "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
+            saved = dict(meta, **{"stage-1 checkpoint": (meta.get("stage1") or {}).get("files", {}).get(name)})
+            changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
+            if changed:
+                raise ValueError(f"cannot resume {path} with other DPC settings ({'; '.join(changed)}): "
+                                 "use the run's original options or a fresh --output-dir")
+
     def before_train(self):
         if self.dpc_stage1 is None:
             raise ValueError("DPC.STAGE1_DIR is empty: stage 2 needs the stage-1 run of "
@@ -287,9 +313,8 @@ class DPCMixin:
             if meta is None:
                 raise ValueError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record); evaluate a stage-1 "
                                  f"checkpoint with --trainer {self.dpc_backbone_name()}")
-            load_state_checked(module, ckpt["state_dict"], path,
+            load_state_checked(module, ckpt["state_dict"], path, keys=decoupling.state_keys(module),
                                hint="Evaluate with the trainer and config the DPC model was trained with.")
             stage1 = meta.get("stage1") or {}
             print(f"Loaded DPC {name} from {path} (epoch {ckpt.get('epoch')}; stage 1: {stage1.get('dir')}, "
                   f"trained with w_b={meta.get('w_base')}, K={meta.get('topk')})")
-            self.dpc_loaded = meta

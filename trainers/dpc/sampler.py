@@ -67,8 +67,7 @@ class HardNegativeSampler:
         if scores.dim() != 2 or scores.shape[1] != self.num_classes:
             raise ValueError(f"scores must be [batch, {self.num_classes}], got {tuple(scores.shape)}")
         labels = [int(y) for y in labels.tolist()]
-        k = min(self.topk, self.num_classes)
-        ranked = scores.detach().float().topk(k, dim=1).indices.tolist()
+        ranked = scores.detach().float().topk(self.topk, dim=1).indices.tolist()
 
         out = NegativeBatch()
         in_batch = set()

@@ -12,8 +12,8 @@ from typing import List, Sequence
 import torch
 import torch.nn as nn
 
-from ..encoders import PromptedCLIP, PromptedVisionEncoder, TextEncoder
-from .vl_prompts import (TextContextLearner, check_depth, deep_prompts, require_vit, text_layers,
+from ..encoders import PromptedCLIP, PromptedVisionEncoder, TextEncoder, require_vit
+from .vl_prompts import (TextContextLearner, check_depth, deep_prompts, text_layers,
                          vision_layers, vision_width)
 
 
@@ -43,9 +43,6 @@ class MaPLePromptLearner(TextContextLearner):
 
     def vision_prompt(self) -> torch.Tensor:
         return self.proj(self.ctx)
-
-    def deep_text_prompts(self) -> List[torch.Tensor]:
-        return [self.deep_text[i] for i in range(len(self.deep_text))]
 
     def deep_vision_prompts(self) -> List[torch.Tensor]:
         return [layer(self.deep_text[i]) for i, layer in enumerate(self.deep_proj)]

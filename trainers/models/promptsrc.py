@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..encoders import PromptedCLIP, PromptedVisionEncoder, TextEncoder
+from ..encoders import PromptedCLIP, PromptedVisionEncoder, TextEncoder, require_vit
 from ..templates import IMAGENET_TEMPLATES, fill
-from .vl_prompts import (TextContextLearner, check_depth, deep_prompts, require_vit, text_layers,
+from .vl_prompts import (TextContextLearner, check_depth, deep_prompts, text_layers,
                          vision_layers, vision_width)
 
 
@@ -51,9 +51,6 @@ class PromptSRCPromptLearner(TextContextLearner):
         self.deep_vision = deep_prompts(max(depth_vision - 1, 0), n_ctx_vision, v_width)
         print(f"PromptSRC: text context {self.prompt_text!r} ({n_ctx_text} tokens, depth {depth_text}), "
               f"{n_ctx_vision if depth_vision else 0} vision tokens (depth {depth_vision})")
-
-    def deep_text_prompts(self) -> List[torch.Tensor]:
-        return [self.deep_text[i] for i in range(len(self.deep_text))]
 
     def deep_vision_prompts(self) -> List[torch.Tensor]:
         return [self.deep_vision[i] for i in range(len(self.deep_vision))]

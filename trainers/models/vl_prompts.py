@@ -5,19 +5,12 @@ Both learn a text context in front of the rest of the CTX_INIT phrase and the cl
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..encoders import count_tokens, embed_texts
-
-
-def require_vit(clip_model, method: str) -> None:
-    """Vision prompts need a token sequence: refuse ResNet CLIP models with a clear message."""
-    if not hasattr(clip_model.visual, "transformer"):
-        raise ValueError(f"{method} prompts the image transformer and needs a ViT CLIP backbone "
-                         "(ViT-B/32, ViT-B/16, ViT-L/14); ResNet backbones (RN50, ...) are not supported")
 
 
 def text_layers(clip_model) -> int:
@@ -97,3 +90,7 @@ class TextContextLearner(nn.Module):
         """Token embeddings [n_cls, 77, width] with the current context."""
         ctx = self.ctx.to(self.token_prefix.dtype).unsqueeze(0).expand(self.n_cls, -1, -1)
         return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+
+    def deep_text_prompts(self) -> List[torch.Tensor]:
+        """The deep text prompts (``deep_text``, set by subclasses), read at call time."""
+        return [self.deep_text[i] for i in range(len(self.deep_text))]
