@@ -97,11 +97,15 @@ def versions() -> dict:
     return info
 
 
-def write_run_info(cfg, args, name: str, extra=None):
-    """Record what produced an output directory: command, config, versions."""
+def write_run_info(cfg, name: str = "run_info.json"):
+    """Record what produced an output directory: command, config, versions (a resumed run adds a file)."""
+    path = os.path.join(cfg.OUTPUT_DIR, name)
+    if os.path.exists(path):
+        stem, ext = os.path.splitext(path)
+        path = f"{stem}-{time.strftime('%Y-%m-%d-%H-%M-%S')}{ext}"
     info = {"command": " ".join([sys.executable] + sys.argv), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "versions": versions(), "config": json.loads(json.dumps(cfg, default=str)), **(extra or {})}
-    atomic_write_text(os.path.join(cfg.OUTPUT_DIR, name), json.dumps(info, indent=2) + "\n")
+            "versions": versions(), "config": json.loads(json.dumps(cfg, default=str))}
+    atomic_write_text(path, json.dumps(info, indent=2) + "\n")
 
 
 def final_accuracy(trainer):
@@ -121,7 +125,7 @@ def main(args):
         torch.backends.cudnn.benchmark = True
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
-    write_run_info(cfg, args, "run_info.json")
+    write_run_info(cfg)
 
     trainer = build_trainer(cfg)
     if args.eval_only:

@@ -137,6 +137,7 @@ def test_interrupted_run_resumes(workspace, dpc_pipeline, trainer):
     proc = train_py(workspace, *args)
     assert "will resume training" in proc.stdout
     assert "epoch [1/2]" not in proc.stdout and "epoch [2/2]" in proc.stdout
+    assert len(list(out.glob("run_info*.json"))) == 2  # the first invocation's record is kept
     assert (out / "prompt_learner" / "model.pth.tar-2").is_file() and (out / "done.json").is_file()
     resumed = torch.load(out / "prompt_learner" / "model.pth.tar-2", map_location="cpu", weights_only=False)
     assert resumed["epoch"] == 2
