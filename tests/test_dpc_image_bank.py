@@ -7,12 +7,17 @@ from torchvision import transforms
 from trainers.dpc.image_bank import ImageBank
 
 
-def test_each_file_is_read_once_and_transformed_per_draw(tmp_path):
+def write_images(folder, colours, size, ext):
     paths = []
-    for i in range(3):
-        path = tmp_path / f"{i}.jpg"
-        Image.new("RGB", (20, 20), (40 * i, 10, 200)).save(path)
+    for i, colour in enumerate(colours):
+        path = folder / f"{i}.{ext}"
+        Image.new("RGB", (size, size), colour).save(path)
         paths.append(str(path))
+    return paths
+
+
+def test_each_file_is_read_once_and_transformed_per_draw(tmp_path):
+    paths = write_images(tmp_path, [(40 * i, 10, 200) for i in range(3)], 20, "jpg")
     bank = ImageBank(paths, transforms.Compose([transforms.RandomResizedCrop(8), transforms.ToTensor()]))
     first = bank.load([0, 2, 2])
     assert first.shape == (3, 3, 8, 8)
@@ -25,11 +30,7 @@ def test_each_file_is_read_once_and_transformed_per_draw(tmp_path):
 
 
 def test_memory_is_capped_least_recently_used_first(tmp_path):
-    paths = []
-    for i in range(4):
-        path = tmp_path / f"{i}.png"
-        Image.new("RGB", (16, 16), (60 * i, 0, 0)).save(path)
-        paths.append(str(path))
+    paths = write_images(tmp_path, [(60 * i, 0, 0) for i in range(4)], 16, "png")
     one = os.path.getsize(paths[0])
     bank = ImageBank(paths, transforms.ToTensor(), max_bytes=int(2.5 * one))
     bank.load([0, 1])
