@@ -114,6 +114,15 @@ stage1_options() {
     STAGE1_OPTS=(DPC.STAGE1_DIR "$dir" DPC.STAGE1_EPOCH "${epoch:--1}")
 }
 
+# check_stage1_source DPC_RUN_DIR STAGE1_DIR: a finished DPC run must come from this stage-1 run
+check_stage1_source() {
+    local record="$1/dpc_stage1.json" recorded expected
+    [ -f "$1/done.json" ] && [ -f "$record" ] || return 0
+    recorded=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["dir"])' "$record")
+    expected=$(cd "$2" 2>/dev/null && pwd || echo "$2")
+    [ "$recorded" = "$expected" ] || die "the finished DPC run in $1 was trained from stage 1 $recorded, not $expected: remove it or use another OUTPUT_ROOT"
+}
+
 # parse_dpc_args USAGE ARGS...: sets DATASET, SEED, TRAINER (from an optional coop|maple|promptsrc)
 # and the OPTS array (the trailing yacs options) for the scripts in scripts/dpc/
 parse_dpc_args() {

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,6 +98,13 @@ def test_new_class_accuracy_is_the_backbones(workspace, dpc_pipeline):
 def test_finished_runs_are_skipped(workspace, dpc_pipeline):
     proc = run(["bash", "scripts/dpc/base2new_train.sh", "eurosat", "1", "coop"] + workspace["opts"], workspace)
     assert proc.stdout.count("(skipped") == 4
+    # a finished DPC run is not reused for another stage 1 (here: another stage-1 config)
+    other = workspace["root"] / "other_stage1.yaml"
+    other.write_text((Path(ROOT) / "configs/trainers/CoOp" / f"{COOP_CFG}.yaml").read_text())
+    env = dict(workspace["env"], STAGE1_CONFIG=str(other))
+    proc = run(["bash", "scripts/dpc/base2new_train.sh", "eurosat", "1", "coop"] + workspace["opts"],
+               dict(workspace, env=env), check=False)
+    assert proc.returncode != 0 and "was trained from stage 1" in proc.stderr
 
 
 def test_side_by_side_table(workspace, dpc_pipeline):
