@@ -7,7 +7,6 @@ are written atomically and record the class names and trainer that produced them
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from dassl.engine import TrainerX

@@ -1,12 +1,11 @@
 """Dassl trainer for PromptSRC: cross-entropy plus self-regulating terms, and GPA over epochs."""
-import os
 
 import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 from dassl.metrics import compute_accuracy
 
 from .base import PromptTrainer
-from .dpc.checkpoint import load_checkpoint
+from .dpc.checkpoint import load_checkpoint, resume_path
 from .gpa import PromptAggregate, gaussian_epoch_weights
 from .models.promptsrc import PromptSRCCLIP, self_regulating_losses
 from .models.vl_prompts import check_image_size
@@ -60,9 +59,7 @@ class PromptSRC(PromptTrainer):
     def resume_model_if_exist(self, directory):
         start_epoch = super().resume_model_if_exist(directory)
         if start_epoch > 0:
-            name = self.get_model_names()[0]
-            with open(os.path.join(directory, name, "checkpoint")) as f:
-                path = os.path.join(directory, name, f.readline().strip())
+            path = resume_path(directory, self.get_model_names()[0])
             state = load_checkpoint(path).get("gpa")
             if state is None:
                 raise ValueError(f"{path} has no GPA record: it was not written by a {type(self).__name__} run, "

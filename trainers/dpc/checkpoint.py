@@ -77,6 +77,15 @@ def checkpoint_path(directory: str, name: str, epoch: int | None) -> str:
     return os.path.join(folder, "model-best.pth.tar")
 
 
+def resume_path(directory: str, name: str) -> str | None:
+    """The checkpoint Dassl resumes ``name`` from (its 'checkpoint' pointer file), or None."""
+    pointer = os.path.join(directory, name, "checkpoint")
+    if not os.path.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        return os.path.join(directory, name, f.readline().strip())
+
+
 def load_checkpoint(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 

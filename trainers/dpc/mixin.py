@@ -31,7 +31,7 @@ from dassl.data.transforms import build_transform
 
 from . import dassl_compat, decoupling
 from .checkpoint import (atomic_write_text, checkpoint_path, load_checkpoint, load_state_checked,
-                         read_saved_model, save_registered_models)
+                         read_saved_model, resume_path, save_registered_models)
 from .config import EVAL_MODES, NEG_SOURCES
 from .image_bank import ImageBank
 from .loss import symmetric_infonce
@@ -170,11 +170,9 @@ class DPCMixin:
     def _dpc_check_resumable(self, directory):
         """Refuse to resume a run that was trained from another stage 1 or with other DPC options."""
         for name in self.get_model_names():
-            pointer = os.path.join(directory, name, "checkpoint")
-            if not os.path.isfile(pointer):
+            path = resume_path(directory, name)
+            if path is None:
                 return
-            with open(pointer) as f:
-                path = os.path.join(directory, name, f.readline().strip())
             meta = load_checkpoint(path).get("dpc")
             if meta is None:
                 raise ValueError(f"cannot resume from {path}: it is not a DPC stage-2 checkpoint; use a fresh --output-dir")
