@@ -39,14 +39,14 @@ def embed_texts(clip_model, texts: Sequence[str]):
 def replace_text_prompt(x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
     """Overwrite tokens 1..n of a sequence-first text batch [L, N, D] with ``prompt`` [n, D]."""
     n = prompt.shape[0]
-    prompt = prompt.to(x.dtype).unsqueeze(1).expand(-1, x.shape[1], -1)
+    prompt = prompt.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)  # cast after expand: fp32 gradient sum
     return torch.cat([x[:1], prompt, x[1 + n:]], dim=0)
 
 
 def replace_vision_prompt(x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
     """Overwrite the last n tokens of a sequence-first image batch [L, N, D] with ``prompt`` [n, D]."""
     n = prompt.shape[0]
-    prompt = prompt.to(x.dtype).unsqueeze(1).expand(-1, x.shape[1], -1)
+    prompt = prompt.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)
     return torch.cat([x[:-n], prompt], dim=0)
 
 
@@ -112,7 +112,7 @@ class PromptedVisionEncoder(nn.Module):
         cls = v.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         if prompt is not None:
-            x = torch.cat([x, prompt.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+            x = torch.cat([x, prompt.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)], dim=1)
         elif deep_prompts:
             raise ValueError("deep vision prompts need a shallow vision prompt at the input")
         x = v.ln_pre(x).permute(1, 0, 2)

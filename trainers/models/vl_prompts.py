@@ -88,7 +88,7 @@ class TextContextLearner(nn.Module):
 
     def text_prompts(self) -> torch.Tensor:
         """Token embeddings [n_cls, 77, width] with the current context."""
-        ctx = self.ctx.to(self.token_prefix.dtype).unsqueeze(0).expand(self.n_cls, -1, -1)
+        ctx = self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1).to(self.token_prefix.dtype)
         return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
 
     def deep_text_prompts(self) -> List[torch.Tensor]:
