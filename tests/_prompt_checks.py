@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +90,7 @@ def check_dpc_invariants(build, frozen_buffers=()):
     must stay untouched.
     """
     image, labels = images(), torch.tensor([0, 1, 2])
-    for w_b in (0.2, 1.0):
+    for update, w_b in itertools.product(decoupling.UPDATES, (0.2, 1.0)):
         model, clip_model = build()
         freeze_like_trainer(model)
         with torch.no_grad():
@@ -98,11 +99,11 @@ def check_dpc_invariants(build, frozen_buffers=()):
         buffers_before = {k: getattr(model, k).clone() for k in frozen_buffers}
         names = decoupling.trainable_names(model.prompt_learner)
         stage1 = {n: p.detach().clone() for n, p in model.prompt_learner.named_parameters() if n in names}
-        decoupling.attach(model.prompt_learner, names, w_train=w_b, w_new=1e-6)
+        decoupling.attach(model.prompt_learner, names, w_train=w_b, w_new=1e-6, update=update)
         for mode in decoupling.MODES:
             decoupling.set_mode(model, mode)
             with torch.no_grad():
-                assert torch.equal(model(image), expected), (w_b, mode)
+                assert torch.equal(model(image), expected), (update, w_b, mode)
 
         # gradients reach the duals' M only
         decoupling.set_mode(model, "train")

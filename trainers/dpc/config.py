@@ -13,7 +13,9 @@ def add_dpc_config(cfg) -> None:
     cfg.DPC.W_BASE = 0.2  # w_b in (0, 1]: the decoupling weight (1.0 for MaPLe)
     cfg.DPC.W_NEW = 1e-6  # w_n in [0, 1]: weight of the parallel prompt at new-class inference
     cfg.DPC.NEG_SOURCE = "few-shot"  # where negative images come from: few-shot | full-train
-    cfg.DPC.BASE_PROMPT = "parallel"  # base-class prompt: parallel (P') | mixed (w_b P' + (1-w_b) P)
+    cfg.DPC.UPDATE = "release"  # release: P' trained directly, gradient x 1/w_b (the published numbers) | frozen: P' = P + (M-P)/w_b
+    cfg.DPC.BASE_PROMPT = "parallel"  # base-class prompt: parallel (P', the release) | mixed (w_b P' + (1-w_b) P, paper-literal)
+    cfg.DPC.PARALLEL_LOSS = True  # add the backbone's own loss terms (e.g. PromptSRC's L_SCL) to L_CL in stage 2
     cfg.DPC.EVAL_MODE = "auto"  # auto: new when DATASET.SUBSAMPLE_CLASSES is new, else base
     cfg.DPC.SWEEP_W_NEW = []  # evaluate once per value (e.g. [0.0, 1e-6, 0.1]) without retraining
     cfg.DPC.SWEEP_W_BASE = []  # same for w_b of the mixed base prompt

@@ -1,30 +1,31 @@
-"""Weighting-Decoupling: every learnable prompt tensor gets a frozen stage-1 copy and a trainable dual.
+"""Weighting-Decoupling: every learnable prompt tensor gets a frozen stage-1 copy ``P`` and a trainable dual.
 
-For a prompt tensor with stage-1 value ``P`` the trainable tensor is ``M`` (initialised to ``P``)
-and the parallel prompt is the paper's inverse mix
+The trainable tensor ``M`` starts at ``P``; how it maps to the parallel prompt ``P'`` is the update rule
+(``DPC.UPDATE``):
 
-    P' = (M - (1 - w_b) * P) / w_b  =  P + (M - P) / w_b.
+    release  P' = M, and the gradient reaching M is multiplied by 1 / w_b.
+             What the authors' code executes and what produced the paper's numbers: their "frozen" P
+             shares storage with the trained tensor, so their inverse mix (theta - (1 - w_b) P) / w_b
+             is theta itself and only the 1 / w_b factor on the gradient survives. Weight decay and
+             momentum act on P' directly; w_b works as a learning-rate multiplier on the gradient.
+    frozen   P' = P + (M - P) / w_b with P truly frozen (the paper's equations taken literally).
+             One SGD step of lr on M then moves P' by lr / w_b**2 times its gradient (x25 at w_b = 0.2).
 
 The prompt a backbone sees depends on the mode:
 
-    stage1  P                               (the frozen stage-1 model, used to score negatives)
+    stage1  P                                (the frozen stage-1 model, used to score negatives)
     train   P'
-    base    P'          (base_prompt="parallel", default)
-            w_b P' + (1 - w_b) P  (= M for the training w_b; base_prompt="mixed", paper-literal)
+    base    P'                               (DPC.BASE_PROMPT parallel, default; the release)
+            w_b P' + (1 - w_b) P             (DPC.BASE_PROMPT mixed, the paper's Fig. 4 literally)
     new     w_n P' + (1 - w_n) P
 
-Everything is computed as ``P + c * (M - P) / w_train`` so that ``M = P`` reproduces the stage-1
-tensor bit for bit in every mode, and ``w_n = 0`` gives exactly ``P``.
-
-Because ``dP'/dM = 1 / w_b``, one plain SGD step of size ``lr`` on ``M`` moves ``P'`` by
-``lr / w_b**2`` times the gradient with respect to ``P'``: with the paper's ``w_b = 0.2`` the
-parallel prompt effectively trains with a 25x larger learning rate. This is the published
-behaviour and is kept exact.
+``M = P`` reproduces the stage-1 tensor bit for bit in every mode, and ``w_n = 0`` gives exactly ``P``.
 
 The mechanism is ``torch.nn.utils.parametrize``: the backbone keeps reading ``self.ctx`` (or any
 other prompt attribute) and transparently gets the prompt of the current mode. In a state dict
 a wrapped tensor ``ctx`` appears as ``parametrizations.ctx.original`` (``M``) plus the buffer
-``parametrizations.ctx.0.stage1`` (``P``) and ``parametrizations.ctx.0._extra_state`` (``w_b`` of training).
+``parametrizations.ctx.0.stage1`` (``P``) and ``parametrizations.ctx.0._extra_state`` (w_b of
+training and the update rule).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from torch.nn.utils import parametrize
 
 MODES = ("stage1", "train", "base", "new")
 BASE_PROMPTS = ("parallel", "mixed")
+UPDATES = ("release", "frozen")
 
 
 def check_weights(w_base: float, w_new: float) -> None:
@@ -48,22 +50,38 @@ def check_weights(w_base: float, w_new: float) -> None:
         raise ValueError(f"DPC.W_NEW must be in [0, 1], got {w_new} (the paper uses 1e-6; 0 keeps the stage-1 prompt)")
 
 
+def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"DPC.{key} must be one of {tuple(choices)}, got {value!r}")
+
+
+def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` unchanged (bit for bit), with its gradient multiplied by ``factor``."""
+    if factor == 1.0:
+        return x
+    frozen = x.detach()
+    return frozen + (x - frozen) * factor
+
+
 class DualPrompt(nn.Module):
     """Parametrization mapping the trainable tensor ``M`` to the prompt of the current mode."""
 
     def __init__(self, stage1: torch.Tensor, w_train: float, w_base: float | None = None,
-                 w_new: float = 1e-6, base_prompt: str = "parallel"):
+                 w_new: float = 1e-6, base_prompt: str = "parallel", update: str = "release"):
         super().__init__()
         check_weights(w_train, w_new)
+        check_choice("BASE_PROMPT", base_prompt, BASE_PROMPTS)
+        check_choice("UPDATE", update, UPDATES)
         self.register_buffer("stage1", stage1.detach().clone())
         self.w_train = float(w_train)  # saved as extra state: a Python float needs no device sync
+        self.update = update  # saved as extra state: a checkpoint is read with the rule it was trained with
         self.mode = "train"
         self.w_base = float(w_train if w_base is None else w_base)
         self.w_new = float(w_new)
         self.base_prompt = base_prompt
 
     def coefficient(self) -> float:
-        """How much of (P' - P) the current mode adds to P."""
+        """How much of P' the current mode mixes into P."""
         if self.mode == "stage1":
             return 0.0
         if self.mode == "new":
@@ -77,22 +95,33 @@ class DualPrompt(nn.Module):
         p = self.stage1
         if c == 0.0:
             return p
-        return p + (m - p) * (c / self.w_train)
+        if self.update == "frozen":
+            return p + (m - p) * (c / self.w_train)
+        if self.mode == "train":
+            return scale_gradient(m, 1.0 / self.w_train)
+        if c == 1.0:
+            return m
+        return p + (m - p) * c  # c P' + (1 - c) P, written so that P' = P gives P exactly
 
     def right_inverse(self, prompt: torch.Tensor) -> torch.Tensor:
         """The M that yields ``prompt`` as the parallel prompt (P itself maps to M = P)."""
         p = self.stage1
-        return p + (prompt.detach().to(p.dtype) - p) * self.w_train
+        prompt = prompt.detach().to(p.dtype)
+        if self.update == "frozen":
+            return p + (prompt - p) * self.w_train
+        return prompt.clone()
 
     def get_extra_state(self):
-        return {"w_train": self.w_train}
+        return {"w_train": self.w_train, "update": self.update}
 
     def set_extra_state(self, state):
         self.w_train = float(state["w_train"])
+        self.update = state.get("update", "frozen")  # stage-2 checkpoints written before the release rule
 
     def extra_repr(self) -> str:
-        return (f"shape={tuple(self.stage1.shape)}, mode={self.mode}, w_train={self.w_train:g}, "
-                f"w_base={self.w_base:g}, w_new={self.w_new:g}, base_prompt={self.base_prompt}")
+        return (f"shape={tuple(self.stage1.shape)}, mode={self.mode}, update={self.update}, "
+                f"w_train={self.w_train:g}, w_base={self.w_base:g}, w_new={self.w_new:g}, "
+                f"base_prompt={self.base_prompt}")
 
 
 def _owner(root: nn.Module, dotted: str):
@@ -104,10 +133,10 @@ def _owner(root: nn.Module, dotted: str):
 
 
 def attach(root: nn.Module, names: Sequence[str], w_train: float, w_base: float | None = None,
-           w_new: float = 1e-6, base_prompt: str = "parallel") -> List[str]:
+           w_new: float = 1e-6, base_prompt: str = "parallel", update: str = "release") -> List[str]:
     """Give each named parameter of ``root`` its dual; its current value becomes the frozen P."""
-    if base_prompt not in BASE_PROMPTS:
-        raise ValueError(f"DPC.BASE_PROMPT must be one of {BASE_PROMPTS}, got {base_prompt!r}")
+    check_choice("BASE_PROMPT", base_prompt, BASE_PROMPTS)
+    check_choice("UPDATE", update, UPDATES)
     if not names:
         raise ValueError("DPC found no learnable prompt tensor to wrap; list them in the trainer's "
                          "`dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
@@ -117,7 +146,7 @@ def attach(root: nn.Module, names: Sequence[str], w_train: float, w_base: float 
             raise ValueError(f"{name} already has a dual prompt")
         value = getattr(module, attr)
         parametrize.register_parametrization(
-            module, attr, DualPrompt(value, w_train, w_base, w_new, base_prompt))
+            module, attr, DualPrompt(value, w_train, w_base, w_new, base_prompt, update))
     return list(names)
 
 
