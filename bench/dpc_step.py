@@ -86,12 +86,12 @@ def main():
                                    embed_dim=a.width, image_size=a.image_size, patch_size=32)
         opts = ["MODEL.BACKBONE.PATH", clip_file, "INPUT.SIZE", f"({a.image_size},{a.image_size})"]
 
-        coop = make_trainer(work, "CoOp", "configs/trainers/CoOp/vit_b16_c4_ep20_batch32.yaml", 32, opts)
+        coop = make_trainer(work, "CoOp", "configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml", 32, opts)
         coop_batches = batches(coop, a.steps + 3)
         coop_time = time_steps(coop, coop_batches)
         coop.save_model(0, os.path.join(work, "CoOp"))
 
-        dpc = make_trainer(work, "DPC_CoOp", "configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_top8.yaml", 4,
+        dpc = make_trainer(work, "DPC_CoOp", "configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_lr35_top8.yaml", 4,
                            opts + ["DPC.STAGE1_DIR", os.path.join(work, "CoOp"), "DPC.STAGE1_EPOCH", "1"])
         with contextlib.redirect_stdout(io.StringIO()):
             dpc.before_train()
@@ -102,7 +102,7 @@ def main():
             start = time.perf_counter()
             out = mine(images, labels)
             sampler_time[0] += time.perf_counter() - start
-            pairs.append(len(out[2]))
+            pairs.append(len(out[1]))  # (negatives, pair labels, anchor features)
             return out
 
         dpc.dpc_batch = timed_batch

@@ -2,6 +2,8 @@ import math
 
 import torch
 
+import torch.nn.functional as F
+
 from trainers.dpc.loss import filter_text_features, symmetric_infonce
 
 
@@ -37,3 +39,41 @@ def test_loss_gradient_flows_to_text_features_only_through_selected_rows():
     symmetric_infonce(image, text, torch.tensor([5, 1, 3]), torch.tensor(2.0)).backward()
     touched = (text.grad.abs().sum(dim=1) > 0).nonzero().flatten().tolist()
     assert touched == [1, 3, 5]
+
+
+def test_distinct_labels_give_the_release_loss_bit_for_bit():
+    """The authors' loss: cross-entropy of both directions against arange(L), averaged."""
+    torch.manual_seed(0)
+    image, text, scale = torch.randn(6, 8), torch.randn(10, 8), torch.tensor(4.6)
+    labels = torch.tensor([3, 0, 9, 4, 7, 1])
+    img = image / image.norm(dim=-1, keepdim=True)
+    txt = text / text.norm(dim=-1, keepdim=True)
+    logits = scale.exp() * img @ txt[labels.tolist()].t()
+    ids = torch.arange(6)
+    expected = (F.cross_entropy(logits, ids) + F.cross_entropy(logits.t(), ids)) / 2
+    assert torch.equal(symmetric_infonce(image, text, labels, scale), expected)
+
+
+def multi_positive_loss(image, text, labels, scale):
+    """Symmetric InfoNCE whose target is uniform over all pairs of the same class."""
+    img = F.normalize(image, dim=-1)
+    txt = F.normalize(text, dim=-1)[labels]
+    logits = scale * img @ txt.t()
+    same = (labels[:, None] == labels[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+def test_pairs_of_one_class_are_positives_of_each_other():
+    """Anchors of one class kept together: the loss equals the multi-positive loss, value and gradient."""
+    torch.manual_seed(1)
+    labels = torch.tensor([2, 2, 5, 2, 0, 7])
+    image = torch.randn(6, 8, requires_grad=True)
+    text = torch.randn(9, 8, requires_grad=True)
+    ours = symmetric_infonce(image, text, labels, torch.tensor(math.log(20.0)))
+    ours_grads = torch.autograd.grad(ours, (image, text))
+    reference = multi_positive_loss(image, text, labels, 20.0)
+    reference_grads = torch.autograd.grad(reference, (image, text))
+    assert torch.allclose(ours, reference, rtol=1e-6)
+    for a, b in zip(ours_grads, reference_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)

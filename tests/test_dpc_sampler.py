@@ -26,7 +26,7 @@ def test_hard_negatives_are_the_top_ranked_other_classes():
     sampler, item_labels = make_sampler(topk=4)
     scores = ranked_scores([[3, 7, 1, 5, 2, 0, 4, 6, 8, 9]])
     out = sampler.sample(scores, torch.tensor([1]))
-    assert out.anchor_rows == [0]
+    assert out.num_anchors == 1
     assert out.neg_labels == [3, 7, 5]  # top-4 = 3,7,1,5 minus the true class 1
     assert [item_labels[i] for i in out.neg_items] == out.neg_labels
 
@@ -38,19 +38,23 @@ def test_batch_invariants_hold_for_random_scores(seed):
     sampler, item_labels = make_sampler(topk=k, seed=seed)
     labels = torch.randint(0, N, (b,))
     out = sampler.sample(torch.randn(b, N), labels)
-    pair_labels = [int(labels[r]) for r in out.anchor_rows] + out.neg_labels
-    assert len(pair_labels) == len(set(pair_labels))  # no class twice in a mini-batch
-    assert out.size <= b * k
-    anchors = {int(labels[r]) for r in out.anchor_rows}
-    assert anchors == set(labels.tolist())  # each distinct anchor class is kept once
-    assert not anchors & set(out.neg_labels)  # a true class is never a negative
+    assert out.num_anchors == b  # every anchor is kept, repeated classes included
+    assert len(out.neg_labels) == len(set(out.neg_labels))  # no negative class twice
+    assert out.size == b + len(out.neg_labels) <= b * k
+    assert not set(labels.tolist()) & set(out.neg_labels)  # no class of the batch is a negative
     assert all(item_labels[i] == c for i, c in zip(out.neg_items, out.neg_labels))
 
 
-def test_duplicate_anchor_classes_are_kept_once():
-    sampler, _ = make_sampler(topk=3)
-    out = sampler.sample(torch.randn(3, N), torch.tensor([2, 2, 5]))
-    assert out.anchor_rows == [0, 2]
+def test_every_anchor_is_kept_and_its_class_is_never_a_negative():
+    """The release keeps every anchor; two anchors of class 2 are positives of each other in the loss."""
+    sampler, _ = make_sampler(topk=4)
+    ranking = [2, 5, 1, 3, 4, 6, 7, 8, 9, 0]  # both classes of the batch rank first for every anchor
+    out = sampler.sample(ranked_scores([ranking] * 3), torch.tensor([2, 2, 5]))
+    assert out.num_anchors == 3
+    assert out.neg_labels[:2] == [1, 3]  # anchor 0: top-4 is 2, 5, 1, 3; 2 and 5 are in the batch
+    # anchor 1 finds nothing new in its top-4 and gets 2 random free classes, anchor 2 gets 4 and a random one
+    assert len(out.neg_labels) == 2 + 2 + 2
+    assert not {2, 5} & set(out.neg_labels) and len(set(out.neg_labels)) == 6
 
 
 def test_classes_already_in_the_batch_are_skipped_and_filled_randomly():

@@ -19,6 +19,10 @@ def symmetric_infonce(image_features: torch.Tensor, text_features: torch.Tensor,
 
     ``image_features`` [L, D]; ``text_features`` [n_classes, D] (all classes, before filtering);
     ``labels`` [L] pairs image i with class labels[i]; ``logit_scale`` is CLIP's log temperature.
+
+    Targets are ``arange(L)`` as in the release. When two pairs share a class their filtered text
+    rows are the same vector, so this equals (value and gradient) the loss whose target is uniform
+    over all pairs of the class: pairs of one class act as positives of each other, never as negatives.
     """
     image_features = F.normalize(image_features, dim=-1)
     text_features = filter_text_features(text_features, labels).to(image_features.dtype)

@@ -2,10 +2,10 @@
 
 For each anchor image of a mini-batch, the frozen stage-1 model's top-K base classes other than the
 true class become its hard negatives; each negative class is paired with one random training image
-of that class. Within one mini-batch no class appears twice, so the L x L contrastive targets are
-unambiguous: classes already present (every anchor's true class, earlier negatives) are skipped,
-and an anchor whose class is already taken by an earlier anchor is dropped.
-When fewer than ``min_negatives`` negatives survive, random classes not yet in the batch fill the gap.
+of that class. Every anchor is kept (two anchors of one class are positives of each other in the
+loss). A negative class is never a class already in the mini-batch (any anchor's true class or an
+earlier negative), so negatives are unambiguous. When fewer than ``min_negatives`` negatives
+survive, random classes not yet in the batch fill the gap.
 """
 from __future__ import annotations
 
@@ -18,20 +18,19 @@ import torch
 
 @dataclass
 class NegativeBatch:
-    """The sampler's choice for one mini-batch.
+    """The sampler's choice for one mini-batch of ``num_anchors`` anchors.
 
-    ``anchor_rows`` index the kept anchors in the original batch; ``neg_labels[j]`` is paired with the
-    training item ``neg_items[j]``. The contrastive batch is anchors first, then negatives, so
-    ``labels = [labels[anchor_rows]] + neg_labels`` and ``L = len(anchor_rows) + len(neg_labels)``.
+    ``neg_labels[j]`` is paired with the training item ``neg_items[j]``. The contrastive batch is the
+    anchors first, then the negatives: ``labels = anchor labels + neg_labels``, ``L = num_anchors + len(neg_labels)``.
     """
 
-    anchor_rows: List[int] = field(default_factory=list)
+    num_anchors: int = 0
     neg_labels: List[int] = field(default_factory=list)
     neg_items: List[int] = field(default_factory=list)
 
     @property
     def size(self) -> int:
-        return len(self.anchor_rows) + len(self.neg_labels)
+        return self.num_anchors + len(self.neg_labels)
 
 
 def index_by_class(labels: Sequence[int], num_classes: int) -> Dict[int, List[int]]:
@@ -69,14 +68,9 @@ class HardNegativeSampler:
         labels = [int(y) for y in labels.tolist()]
         ranked = scores.detach().float().topk(self.topk, dim=1).indices.tolist()
 
-        out = NegativeBatch()
-        in_batch = set()
+        out = NegativeBatch(num_anchors=len(labels))
+        in_batch = set(labels)
         for row, label in enumerate(labels):
-            if label not in in_batch:
-                out.anchor_rows.append(row)
-                in_batch.add(label)
-        for row in out.anchor_rows:
-            label = labels[row]
             candidates = [c for c in ranked[row] if c != label][: self.max_negatives]
             negatives = [c for c in candidates if c not in in_batch]
             in_batch.update(negatives)
