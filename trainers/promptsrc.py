@@ -35,13 +35,19 @@ class PromptSRC(PromptTrainer):
         self.gpa = PromptAggregate(gaussian_epoch_weights(self.cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD))
 
     def compute_loss(self, images, labels):
-        c = self.trainer_cfg
-        out = self.model.scl_outputs(images)
-        ce = F.cross_entropy(out.logits, labels)
-        terms = self_regulating_losses(out, c.TEXT_LOSS_WEIGHT, c.IMAGE_LOSS_WEIGHT)
-        logged = {"acc": compute_accuracy(out.logits, labels)[0].item(), "ce": ce.item()}
+        image_features, text_features = self.model.encode_image(images), self.model.encode_text()
+        logits = self.model.logits(image_features, text_features)
+        ce = F.cross_entropy(logits, labels)
+        terms = self.regularization_terms(images, image_features, text_features)
+        logged = {"acc": compute_accuracy(logits, labels)[0].item(), "ce": ce.item()}
         logged.update({name: value.item() for name, value in terms.items()})
         return ce + sum(terms.values()), logged
+
+    def regularization_terms(self, images, image_features, text_features):
+        """L_SCL from given prompted features; DPC stage 2 adds these to L_CL (paper Sec. 3.3)."""
+        c = self.trainer_cfg
+        out = self.model.scl_outputs(images, image_features, text_features)
+        return self_regulating_losses(out, c.TEXT_LOSS_WEIGHT, c.IMAGE_LOSS_WEIGHT)
 
     # ---------------------------------------------------------------- GPA
     def after_epoch(self):

@@ -16,7 +16,11 @@ Class attributes a DPC trainer may set:
   default: every trainable parameter of the registered models.
 - ``dpc_frozen_image_encoder``: True when image features do not depend on prompts (CoOp); the
   anchors' stage-1 features are then reused instead of encoding the anchors twice.
-A backbone whose own loss terms should stay in stage 2 overrides ``dpc_extra_loss``.
+
+Backbone loss terms run in parallel with L_CL (paper Sec. 3.3): a backbone trainer that defines
+``regularization_terms(images, image_features, text_features) -> {name: loss}`` (PromptSRC's L_SCL)
+gets those terms added to L_CL in stage 2, computed with P' on the anchors (``DPC.PARALLEL_LOSS``
+turns this off). A DPC trainer can instead override ``dpc_extra_loss``.
 """
 from __future__ import annotations
 
@@ -55,12 +59,10 @@ class DPCMixin:
             decoupling.check_weights(w, d.W_NEW)
         if d.TOPK < 1:
             raise ValueError(f"DPC.TOPK must be >= 1, got {d.TOPK}")
-        if d.NEG_SOURCE not in NEG_SOURCES:
-            raise ValueError(f"DPC.NEG_SOURCE must be one of {NEG_SOURCES}, got {d.NEG_SOURCE!r}")
-        if d.BASE_PROMPT not in decoupling.BASE_PROMPTS:
-            raise ValueError(f"DPC.BASE_PROMPT must be one of {decoupling.BASE_PROMPTS}, got {d.BASE_PROMPT!r}")
-        if d.EVAL_MODE not in EVAL_MODES:
-            raise ValueError(f"DPC.EVAL_MODE must be one of {EVAL_MODES}, got {d.EVAL_MODE!r}")
+        decoupling.check_choice("NEG_SOURCE", d.NEG_SOURCE, NEG_SOURCES)
+        decoupling.check_choice("BASE_PROMPT", d.BASE_PROMPT, decoupling.BASE_PROMPTS)
+        decoupling.check_choice("UPDATE", d.UPDATE, decoupling.UPDATES)
+        decoupling.check_choice("EVAL_MODE", d.EVAL_MODE, EVAL_MODES)
 
     @classmethod
     def dpc_backbone_name(cls) -> str:
@@ -78,14 +80,15 @@ class DPCMixin:
         for name, module in self._models.items():
             names = decoupling.trainable_names(module, self.dpc_prompt_names)
             if names:
-                decoupling.attach(module, names, w_train=d.W_BASE, w_new=d.W_NEW, base_prompt=d.BASE_PROMPT)
+                decoupling.attach(module, names, w_train=d.W_BASE, w_new=d.W_NEW, base_prompt=d.BASE_PROMPT,
+                                  update=d.UPDATE)
                 self.dpc_prompts[name] = names
         if not self.dpc_prompts:
             raise ValueError(f"DPC found no learnable prompt tensor in {type(self).__name__}'s registered models; "
                              "set `dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
         n_tensors = sum(len(v) for v in self.dpc_prompts.values())
-        print(f"DPC: {n_tensors} prompt tensors get a dual (w_b={d.W_BASE:g}, w_n={d.W_NEW:g}, "
-              f"base prompt {d.BASE_PROMPT})")
+        print(f"DPC: {n_tensors} prompt tensors get a dual (update {d.UPDATE}, w_b={d.W_BASE:g}, "
+              f"w_n={d.W_NEW:g}, base prompt {d.BASE_PROMPT})")
         decoupling.set_mode(self.dpc_net, "train")
         self.dpc_sampler = self.dpc_bank = None
         if self.dpc_stage1 is not None:
@@ -177,8 +180,8 @@ class DPCMixin:
             if meta is None:
                 raise ValueError(f"cannot resume from {path}: it is not a DPC stage-2 checkpoint; use a fresh --output-dir")
             d = self.cfg.DPC
-            current = {"w_base": d.W_BASE, "topk": d.TOPK, "neg_source": d.NEG_SOURCE,
-                       "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
+            current = {"update": d.UPDATE, "w_base": d.W_BASE, "topk": d.TOPK, "neg_source": d.NEG_SOURCE,
+                       "parallel_loss": d.PARALLEL_LOSS, "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
             saved = dict(meta, **{"stage-1 checkpoint": (meta.get("stage1") or {}).get("files", {}).get(name)})
             changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
             if changed:
@@ -196,41 +199,48 @@ class DPCMixin:
                           json.dumps(self.dpc_stage1, indent=2) + "\n")
 
     def dpc_batch(self, images, labels):
-        """Sample hard negatives for a batch of anchors: (contrastive images or None, labels, anchor features or None)."""
+        """Sample hard negatives for a batch of anchors: (negative images, pair labels, anchors' stage-1 features)."""
         with torch.no_grad(), decoupling.mode(self.dpc_net, "stage1"):
             anchor_features = self.dpc_encode_image(images)
             scores = F.normalize(anchor_features.float(), dim=-1) @ self.dpc_stage1_text.t()
         picked = self.dpc_sampler.sample(scores, labels)
-        rows = torch.tensor(picked.anchor_rows, device=labels.device)
         negatives = self.dpc_bank.load(picked.neg_items).to(images.device, images.dtype)
-        pair_labels = torch.cat([labels[rows], torch.tensor(picked.neg_labels, dtype=labels.dtype,
-                                                            device=labels.device)])
-        return rows, negatives, pair_labels, anchor_features
+        pair_labels = torch.cat([labels, torch.tensor(picked.neg_labels, dtype=labels.dtype, device=labels.device)])
+        return negatives, pair_labels, anchor_features
 
     def dpc_loss(self, images, labels):
-        rows, negatives, pair_labels, anchor_features = self.dpc_batch(images, labels)
+        """L_CL over anchors and hard negatives, plus the backbone's parallel terms: (loss, logged values)."""
+        negatives, pair_labels, anchor_features = self.dpc_batch(images, labels)
         if self.dpc_frozen_image_encoder:
             with torch.no_grad():
-                parts = [anchor_features[rows]]
+                parts = [anchor_features]
                 if len(negatives):
                     parts.append(self.dpc_encode_image(negatives))
                 image_features = torch.cat(parts)
         else:
-            batch = torch.cat([images[rows], negatives]) if len(negatives) else images[rows]
-            image_features = self.dpc_encode_image(batch)
+            image_features = self.dpc_encode_image(torch.cat([images, negatives]) if len(negatives) else images)
         text_features = self.dpc_encode_text()
         loss = symmetric_infonce(image_features, text_features, pair_labels, self.dpc_net.logit_scale)
-        extra = self.dpc_extra_loss(images, labels)
-        if extra is not None:
-            loss = loss + extra
-        return loss, len(pair_labels)
+        logged = {"loss_cl": loss.item(), "pairs": len(pair_labels)}
+        extra = self.dpc_extra_loss(images, labels, image_features[:len(images)], text_features)
+        if isinstance(extra, torch.Tensor):
+            extra = {"extra": extra}
+        for name, term in (extra or {}).items():
+            loss = loss + term
+            logged[name] = term.item()
+        return loss, logged
 
-    def dpc_extra_loss(self, images, labels):
-        """Hook for a backbone's own loss terms, added to DPC's in parallel (e.g. PromptKD's distillation).
+    def dpc_extra_loss(self, images, labels, image_features, text_features):
+        """The backbone's own loss terms, added to L_CL in parallel: a tensor, {name: tensor} or None.
 
-        Called in ``train`` mode with the batch's anchors; return a scalar tensor or None (default).
+        Called in ``train`` mode with the anchors, their features under P' and the text features
+        of all base classes under P' (the tensors L_CL uses). By default the backbone trainer's
+        ``regularization_terms`` when it has them and ``DPC.PARALLEL_LOSS`` is on.
         """
-        return None
+        terms = getattr(self, "regularization_terms", None)
+        if terms is None or not self.cfg.DPC.PARALLEL_LOSS:
+            return None
+        return terms(images, image_features, text_features)
 
     def forward_backward(self, batch):
         images = batch["img"].to(self.device)
@@ -238,7 +248,7 @@ class DPCMixin:
         scaler = getattr(self, "scaler", None)
         if scaler is not None:  # PREC amp on CUDA
             with torch.autocast("cuda"):
-                loss, size = self.dpc_loss(images, labels)
+                loss, logged = self.dpc_loss(images, labels)
             self.model_zero_grad()
             scaler.scale(loss).backward()
             for name in self.get_model_names():
@@ -246,11 +256,11 @@ class DPCMixin:
                     scaler.step(self._optims[name])
             scaler.update()
         else:
-            loss, size = self.dpc_loss(images, labels)
+            loss, logged = self.dpc_loss(images, labels)
             self.model_backward_and_update(loss)
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
-        return {"loss": loss.item(), "pairs": size}
+        return {"loss": loss.item(), **logged}
 
     # ---------------------------------------------------------------- evaluation
     def dpc_eval_mode(self) -> str:
@@ -292,7 +302,8 @@ class DPCMixin:
         extras = parent() if parent else {"classnames": list(self.dm.dataset.classnames)}
         d = self.cfg.DPC
         extras["dpc"] = {
-            "stage1": self.dpc_stage1, "w_base": d.W_BASE, "w_new": d.W_NEW, "topk": d.TOPK,
+            "stage1": self.dpc_stage1, "update": d.UPDATE, "parallel_loss": d.PARALLEL_LOSS,
+            "w_base": d.W_BASE, "w_new": d.W_NEW, "topk": d.TOPK,
             "neg_source": d.NEG_SOURCE, "base_prompt": d.BASE_PROMPT, "prompt_tensors": self.dpc_prompts,
             "classnames": list(self.dm.dataset.classnames), "backbone": self.dpc_backbone_name(),
         }
@@ -315,4 +326,4 @@ class DPCMixin:
                                hint="Evaluate with the trainer and config the DPC model was trained with.")
             stage1 = meta.get("stage1") or {}
             print(f"Loaded DPC {name} from {path} (epoch {ckpt.get('epoch')}; stage 1: {stage1.get('dir')}, "
-                  f"trained with w_b={meta.get('w_base')}, K={meta.get('topk')})")
+                  f"trained with update {meta.get('update', 'frozen')}, w_b={meta.get('w_base')}, K={meta.get('topk')})")

@@ -126,11 +126,15 @@ class PromptSRCCLIP(PromptedCLIP):
         """Frozen CLIP's image features (CLIP's own ViT forward, no prompts)."""
         return self.image_encoder.visual(image.type(self.dtype))
 
-    def scl_outputs(self, image) -> SCLOutputs:
-        """Prompted logits and the features the self-regulating terms need, for one training batch."""
+    def scl_outputs(self, image, image_features=None, text_features=None) -> SCLOutputs:
+        """Prompted logits and the features the self-regulating terms need, for one training batch.
+
+        ``image_features`` / ``text_features``: the prompted features of ``image`` and of all classes
+        when the caller has them already (DPC stage 2); encoded here otherwise.
+        """
         scale = self.logit_scale.exp()
-        image_features = F.normalize(self.encode_image(image), dim=-1)
-        text_features = F.normalize(self.encode_text(), dim=-1)
+        image_features = F.normalize(self.encode_image(image) if image_features is None else image_features, dim=-1)
+        text_features = F.normalize(self.encode_text() if text_features is None else text_features, dim=-1)
         logits = scale * image_features @ text_features.t()
         with torch.no_grad():
             zs_image = F.normalize(self.encode_zero_shot_image(image), dim=-1)
