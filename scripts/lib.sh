@@ -33,14 +33,15 @@ backbone_trainer() {
     esac
 }
 
-# trainer -> config file of the paper's base-to-new setting
+# trainer -> config file of the DPC paper's base-to-new setting (Sec. 4.1: backbones at batch 32,
+# DPC at batch 4 with K = 8 and otherwise the backbone's hyper-parameters)
 default_config() {
     case "$1" in
-        CoOp) echo configs/trainers/CoOp/vit_b16_c4_ep20_batch32.yaml ;;
-        MaPLe) echo configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml ;;
-        PromptSRC) echo configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml ;;
-        DPC_CoOp) echo configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_top8.yaml ;;
-        DPC_MaPLe) echo configs/trainers/DPC/MaPLe/vit_b16_c2_ep5_batch4_2ctx_top8.yaml ;;
+        CoOp) echo configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml ;;
+        MaPLe) echo configs/trainers/MaPLe/vit_b16_c2_ep20_batch32_2ctx.yaml ;;
+        PromptSRC) echo configs/trainers/PromptSRC/vit_b16_c2_ep20_batch32_4+4ctx.yaml ;;
+        DPC_CoOp) echo configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_lr35_top8.yaml ;;
+        DPC_MaPLe) echo configs/trainers/DPC/MaPLe/vit_b16_c2_ep20_batch4_2ctx_top8.yaml ;;
         DPC_PromptSRC) echo configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml ;;
         *) die "no default config for trainer '$1'" ;;
     esac

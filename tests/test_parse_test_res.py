@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tools", "parse_test_res.py")
 
 COOP_CFG = "vit_b16_ep50"
-DPC_CFG = "vit_b16_c4_ep20_batch4_top8"
+DPC_CFG = "vit_b16_c4_ep20_batch4_lr35_top8"
 
 
 # ----------------------------------------------------------------------------

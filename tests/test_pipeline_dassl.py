@@ -46,12 +46,26 @@ def train_py(workspace, *args, opts=(), dataset="eurosat", check=True):
     return run(cmd + ["DATASET.NUM_SHOTS", str(SHOTS)] + workspace["opts"] + SMALL_K + list(opts), workspace, check)
 
 
+def build_trainer_for(workspace, trainer, config, out, *opts, dataset="eurosat"):
+    """A Dassl trainer built in this process from train.py's command line (tiny settings, then ``opts``)."""
+    from dassl.engine import build_trainer
+
+    import train
+
+    args = train.parse_args([
+        "--root", workspace["env"]["DATA_ROOT"], "--seed", "1", "--trainer", trainer,
+        "--dataset-config-file", os.path.join(ROOT, f"configs/datasets/{dataset}.yaml"),
+        "--config-file", os.path.join(ROOT, config), "--output-dir", str(out), "DATASET.NUM_SHOTS", str(SHOTS),
+        *workspace["opts"], *opts])
+    return build_trainer(train.setup_cfg(args))
+
+
 def run_dir(workspace, kind, trainer, cfg, dataset="eurosat", seed=1):
     return workspace["root"] / "output" / "base2new" / kind / dataset / f"shots_{SHOTS}" / trainer / cfg / f"seed{seed}"
 
 
-COOP_CFG = "vit_b16_c4_ep20_batch32"
-DPC_CFG = "vit_b16_c4_ep20_batch4_top8"
+COOP_CFG = "vit_b16_c4_ep20_batch32_lr35"
+DPC_CFG = "vit_b16_c4_ep20_batch4_lr35_top8"
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +76,14 @@ def dpc_pipeline(workspace):
 
 
 def test_one_command_runs_both_stages_and_both_tests(workspace, dpc_pipeline):
-    for trainer, cfg in (("CoOp", COOP_CFG), ("DPC_CoOp", DPC_CFG)):
+    for trainer, cfg, batch in (("CoOp", COOP_CFG, 32), ("DPC_CoOp", DPC_CFG, 4)):
         train = run_dir(workspace, "train_base", trainer, cfg)
         test = run_dir(workspace, "test_new", trainer, cfg)
         assert (train / "prompt_learner" / "model.pth.tar-2").is_file()
         assert read_accuracy(str(train)) is not None and read_accuracy(str(test)) is not None
         info = json.loads((train / "run_info.json").read_text())
         assert info["config"]["TRAINER"]["NAME"] == trainer and "torch" in info["versions"]
+        assert info["config"]["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == batch and info["config"]["OPTIM"]["LR"] == 0.0035
     stage1 = run_dir(workspace, "train_base", "CoOp", COOP_CFG)
     provenance = json.loads((run_dir(workspace, "train_base", "DPC_CoOp", DPC_CFG) / "dpc_stage1.json").read_text())
     assert provenance["dir"] == str(stage1) and provenance["epoch"] == 2
@@ -80,6 +95,7 @@ def test_stage2_checkpoint_records_its_provenance(workspace, dpc_pipeline):
     meta = ckpt["dpc"]
     assert meta["stage1"]["dir"] == str(run_dir(workspace, "train_base", "CoOp", COOP_CFG))
     assert meta["stage1"]["epoch"] == 2 and meta["w_base"] == 0.2 and meta["topk"] == 5  # EuroSAT: K = 5
+    assert meta["update"] == "release" and ckpt["state_dict"]["parametrizations.ctx.0._extra_state"]["update"] == "release"
     assert meta["classnames"] == ckpt["classnames"] and len(meta["classnames"]) == 5
     assert set(ckpt["state_dict"]) == {"parametrizations.ctx.original", "parametrizations.ctx.0.stage1",
                                        "parametrizations.ctx.0._extra_state"}
@@ -205,21 +221,27 @@ def test_stage1_checkpoint_cannot_be_evaluated_as_dpc(workspace, dpc_pipeline):
 
 
 @pytest.mark.parametrize("backbone, trainer, cfg, dpc_cfg", [
-    ("maple", "MaPLe", "vit_b16_c2_ep5_batch4_2ctx", "vit_b16_c2_ep5_batch4_2ctx_top8"),
-    ("promptsrc", "PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx", "vit_b16_c2_ep20_batch4_4+4ctx_top8"),
+    ("maple", "MaPLe", "vit_b16_c2_ep20_batch32_2ctx", "vit_b16_c2_ep20_batch4_2ctx_top8"),
+    ("promptsrc", "PromptSRC", "vit_b16_c2_ep20_batch32_4+4ctx", "vit_b16_c2_ep20_batch4_4+4ctx_top8"),
 ])
 def test_one_command_pipeline_for_deep_prompt_backbones(workspace, backbone, trainer, cfg, dpc_cfg):
     opts = SMALL_K + ["TRAINER.MAPLE.PROMPT_DEPTH", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3",
             "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3", "TRAINER.PROMPTSRC.GPA_MEAN", "2",
             "TRAINER.PROMPTSRC.GPA_STD", "1"]
     run(["bash", "scripts/dpc/base2new_train.sh", "dtd", "1", backbone] + workspace["opts"] + opts, workspace)
+    settings = {}
     for name, config in ((trainer, cfg), (f"DPC_{trainer}", dpc_cfg)):
         assert read_accuracy(str(run_dir(workspace, "train_base", name, config, dataset="dtd"))) is not None
+        used = json.loads((run_dir(workspace, "train_base", name, config, dataset="dtd") / "run_info.json").read_text())
+        settings[name] = (used["config"]["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"], used["config"]["OPTIM"]["LR"])
         assert read_accuracy(str(run_dir(workspace, "test_new", name, config, dataset="dtd"))) is not None
+    lr = {"MaPLe": 0.005, "PromptSRC": 0.0025}[trainer]  # the paper's settings: stage 1 at batch 32, DPC at 4
+    assert settings == {trainer: (32, lr), f"DPC_{trainer}": (4, lr)}
     ckpt = torch.load(run_dir(workspace, "train_base", f"DPC_{trainer}", dpc_cfg, dataset="dtd") / "prompt_learner"
                       / "model.pth.tar-2", map_location="cpu", weights_only=False)
     assert ckpt["dpc"]["backbone"] == trainer
-    assert ckpt["dpc"]["w_base"] == (1.0 if trainer == "MaPLe" else 0.2)
+    assert ckpt["dpc"]["w_base"] == (1.0 if trainer == "MaPLe" else 0.2) and ckpt["dpc"]["update"] == "release"
+    assert ckpt["dpc"]["parallel_loss"] is True
     wrapped = ckpt["dpc"]["prompt_tensors"]["prompt_learner"]
     assert len(wrapped) > 3  # text, vision / coupling and deep prompts all have duals
     assert all(f"parametrizations.{n.rsplit('.', 1)[-1]}.original" in "".join(ckpt["state_dict"]) for n in wrapped)
@@ -251,19 +273,10 @@ def test_coop_scripts_train_and_test(workspace):
 
 @pytest.mark.parametrize("source", ["few-shot", "full-train"])
 def test_negative_images_come_from_the_chosen_source(workspace, dpc_pipeline, source):
-    from dassl.engine import build_trainer
-
-    import train
-
     stage1 = run_dir(workspace, "train_base", "CoOp", COOP_CFG)
-    args = train.parse_args([
-        "--root", workspace["env"]["DATA_ROOT"], "--seed", "1", "--trainer", "DPC_CoOp",
-        "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
-        "--config-file", os.path.join(ROOT, f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml"),
-        "--output-dir", str(workspace["root"] / f"source_{source}"), "DATASET.NUM_SHOTS", str(SHOTS),
-        "DATASET.SUBSAMPLE_CLASSES", "base", "DPC.STAGE1_DIR", str(stage1), "DPC.NEG_SOURCE", source,
-        *workspace["opts"], *SMALL_K])
-    trainer = build_trainer(train.setup_cfg(args))
+    trainer = build_trainer_for(workspace, "DPC_CoOp", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
+                                workspace["root"] / f"source_{source}", "DATASET.SUBSAMPLE_CLASSES", "base",
+                                "DPC.STAGE1_DIR", str(stage1), "DPC.NEG_SOURCE", source, *SMALL_K)
     dataset = trainer.dm.dataset
     allowed = dataset.train_x if source == "few-shot" else dataset.full_train
     assert sorted(trainer.dpc_bank.impaths) == sorted(item.impath for item in allowed)
@@ -288,48 +301,75 @@ def test_stage2_is_deterministic_for_a_seed(workspace, dpc_pipeline):
 
 
 def test_backbone_losses_can_be_added_in_parallel(workspace, dpc_pipeline):
-    import random
-
-    from dassl.engine import build_trainer
-
-    import train
-
-    args = train.parse_args([
-        "--root", workspace["env"]["DATA_ROOT"], "--seed", "1", "--trainer", "DPC_CoOp",
-        "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
-        "--config-file", os.path.join(ROOT, f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml"),
-        "--output-dir", str(workspace["root"] / "extra_loss"), "DATASET.NUM_SHOTS", str(SHOTS),
-        "DATASET.SUBSAMPLE_CLASSES", "base", "DPC.STAGE1_DIR", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG)),
-        *workspace["opts"], *SMALL_K])
-    trainer = build_trainer(train.setup_cfg(args))
+    trainer = build_trainer_for(workspace, "DPC_CoOp", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
+                                workspace["root"] / "extra_loss", "DATASET.SUBSAMPLE_CLASSES", "base",
+                                "DPC.STAGE1_DIR", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG)), *SMALL_K)
     trainer.before_train()
     batch = next(iter(trainer.train_loader_x))
+    plain, logged = dpc_loss_once(trainer, batch)
+    assert set(logged) == {"loss_cl", "pairs"} and plain == logged["loss_cl"]  # CoOp has no terms of its own
+    trainer.dpc_extra_loss = lambda images, labels, image_features, text_features: images.new_tensor(5.0)
+    total, logged = dpc_loss_once(trainer, batch)
+    assert total == pytest.approx(plain + 5.0) and logged["extra"] == 5.0
+    trainer.close_writer()
 
-    def loss_once():
-        trainer.dpc_sampler.rng = random.Random(0)
-        torch.manual_seed(0)
-        return trainer.dpc_loss(batch["img"], batch["label"])[0].item()
 
-    plain = loss_once()
-    trainer.dpc_extra_loss = lambda images, labels: images.new_tensor(5.0)
-    assert loss_once() == pytest.approx(plain + 5.0)
+def dpc_loss_once(trainer, batch):
+    """One stage-2 loss with the sampler and the augmentations of the negatives reseeded: (loss, logged)."""
+    import random
+
+    trainer.dpc_sampler.rng = random.Random(0)
+    torch.manual_seed(0)
+    loss, logged = trainer.dpc_loss(batch["img"], batch["label"])
+    return loss.item(), logged
+
+
+PSRC_OPTS = ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3",
+             "TRAINER.PROMPTSRC.GPA_MEAN", "2", "TRAINER.PROMPTSRC.GPA_STD", "1", "DATASET.SUBSAMPLE_CLASSES", "base"]
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_promptsrc_stage2_adds_its_self_regulating_terms_to_the_contrastive_loss(workspace, parallel):
+    """Paper Sec. 3.3: L_CL in parallel with PromptSRC's L_SCL, computed on the anchors with P'."""
+    from trainers.dpc import decoupling
+
+    stage1_dir = workspace["root"] / f"psrc_stage1_{parallel}"
+    stage1 = build_trainer_for(workspace, "PromptSRC", "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch32_4+4ctx.yaml",
+                               stage1_dir, *PSRC_OPTS)
+    with torch.no_grad():  # a stage 1 that is not the initialisation
+        for p in stage1.model.prompt_learner.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    stage1.save_model(0, str(stage1_dir))
+    stage1.close_writer()
+    trainer = build_trainer_for(
+        workspace, "DPC_PromptSRC", "configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml",
+        workspace["root"] / f"psrc_stage2_{parallel}", *PSRC_OPTS, *SMALL_K, "DPC.STAGE1_DIR", str(stage1_dir),
+        "DPC.STAGE1_EPOCH", "1", "DPC.PARALLEL_LOSS", str(parallel))
+    trainer.before_train()
+    trainer.set_model_mode("train")
+    batch = next(iter(trainer.train_loader_x))
+    total, logged = dpc_loss_once(trainer, batch)
+    if not parallel:
+        assert set(logged) == {"loss_cl", "pairs"} and total == logged["loss_cl"]
+        return
+    scl = {k: v for k, v in logged.items() if k.startswith("scl_")}
+    assert set(scl) == {"scl_text", "scl_image", "scl_logits"} and all(v > 0 for v in scl.values())
+    assert total == pytest.approx(logged["loss_cl"] + sum(scl.values()), rel=1e-6)
+    net = trainer.dpc_net
+    with torch.no_grad(), decoupling.mode(net, "train"):  # PromptSRC's own terms under P'
+        images = batch["img"]
+        expected = trainer.regularization_terms(images, net.encode_image(images), net.encode_text())
+    for name, value in expected.items():
+        assert scl[name] == pytest.approx(value.item(), rel=1e-5), name
     trainer.close_writer()
 
 
 def test_trainer_loads_clip_for_its_own_device(workspace, monkeypatch):
     """The precision decision (fp16 on CUDA, fp32 elsewhere) is made for the trainer's device."""
-    from dassl.engine import build_trainer
-
-    import train
     import trainers.base
 
     calls = []
     real = trainers.base.load_clip
     monkeypatch.setattr(trainers.base, "load_clip", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
-    args = train.parse_args([
-        "--root", workspace["env"]["DATA_ROOT"], "--seed", "1", "--trainer", "CoOp",
-        "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
-        "--config-file", os.path.join(ROOT, f"configs/trainers/CoOp/{COOP_CFG}.yaml"),
-        "--output-dir", str(workspace["root"] / "device"), "DATASET.NUM_SHOTS", str(SHOTS), *workspace["opts"]])
-    trainer = build_trainer(train.setup_cfg(args))
+    trainer = build_trainer_for(workspace, "CoOp", f"configs/trainers/CoOp/{COOP_CFG}.yaml", workspace["root"] / "device")
     assert calls[0]["device"] == trainer.device and calls[0]["prec"] == trainer.prec == "fp32"
