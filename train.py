@@ -8,7 +8,7 @@ import time
 
 import torch
 from dassl.config import get_cfg_default
-from dassl.engine import build_trainer
+from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
 import datasets  # noqa: F401  (registers the datasets)
@@ -16,6 +16,7 @@ import trainers.coop  # noqa: F401  (registers the trainers)
 import trainers.dpc_trainers  # noqa: F401
 import trainers.maple  # noqa: F401
 import trainers.promptsrc  # noqa: F401
+from trainers import run_dir
 from trainers.config import extend_cfg
 from trainers.dpc.checkpoint import atomic_write_text
 
@@ -38,6 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--force", action="store_true",
+                        help="with --eval-only: redo an evaluation that already finished in --output-dir")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options using the command-line (KEY VALUE pairs)")
     return parser.parse_args(argv)
@@ -117,6 +120,29 @@ def final_accuracy(trainer):
 
 def main(args):
     cfg = setup_cfg(args)
+    if args.force and not args.eval_only:
+        raise run_dir.RunDirError("--force only redoes evaluations (--eval-only); to retrain, delete the run "
+                                  f"directory {cfg.OUTPUT_DIR} or use another --output-dir")
+    if cfg.TRAINER.NAME not in TRAINER_REGISTRY.registered_names():
+        sys.exit(f"error: unknown trainer {cfg.TRAINER.NAME!r} (--trainer); registered: "
+                 f"{', '.join(sorted(TRAINER_REGISTRY.registered_names()))}")
+    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    current = run_dir.fingerprint(cfg, trainer_cls, args.eval_only, args.model_dir, args.load_epoch)
+    with run_dir.exclusive(cfg.OUTPUT_DIR):
+        if args.force:
+            run_dir.forget_finished(cfg.OUTPUT_DIR)
+        previous = run_dir.previous_run(cfg.OUTPUT_DIR, current)
+        if previous == "finished":
+            print(f"[{cfg.TRAINER.NAME}] finished run with the same settings found in {cfg.OUTPUT_DIR} (skipped)")
+            return
+        if previous == "interrupted":
+            print(f"[{cfg.TRAINER.NAME}] resuming the interrupted run in {cfg.OUTPUT_DIR}")
+        run_dir.record(cfg.OUTPUT_DIR, current)
+        run(cfg, args)
+
+
+def run(cfg, args):
+    """Train or evaluate in the (locked) output directory and mark it finished."""
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -137,8 +163,11 @@ def main(args):
         return
     result = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "accuracy": final_accuracy(trainer),
               "eval_only": bool(args.eval_only), "model_dir": args.model_dir, "load_epoch": args.load_epoch}
-    atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "done.json"), json.dumps(result, indent=2) + "\n")
+    atomic_write_text(os.path.join(cfg.OUTPUT_DIR, run_dir.DONE_FILE), json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    try:
+        main(parse_args())
+    except run_dir.RunDirError as err:
+        sys.exit(f"error: {err}")

@@ -5,7 +5,9 @@
 #   OUTPUT_ROOT  where runs go (default: output, relative to the repository)
 #   SHOTS        shots per base class (default: 16)
 #   PYTHON       interpreter (default: python)
-#   FORCE=1      re-run evaluations that already finished
+#   FORCE=1      redo evaluations that already finished (train.py --force)
+# train.py itself reuses a finished run only when its settings fingerprint matches, resumes an
+# interrupted one only with the same settings, and refuses a directory another process holds.
 # Trailing arguments of every script are yacs options passed to train.py (e.g. MODEL.BACKBONE.PATH /x.pt).
 set -euo pipefail
 
@@ -76,11 +78,7 @@ train_base() {
     shift 4
     local dir
     dir=$(run_dir train_base "$dataset" "$trainer" "$config" "$seed")
-    if [ -f "$dir/done.json" ]; then
-        echo "[$trainer] finished run found in $dir (skipped)"
-        return
-    fi
-    if [ -d "$dir" ]; then echo "[$trainer] resuming the run in $dir"; else echo "[$trainer] training in $dir"; fi
+    echo "[$trainer] training in $dir"
     "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
         --dataset-config-file "$(dataset_config "$dataset")" --config-file "$config" --output-dir "$dir" \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
@@ -90,19 +88,16 @@ train_base() {
 test_new() {
     local dataset=$1 trainer=$2 config=$3 seed=$4
     shift 4
-    local model_dir dir epoch
+    local model_dir dir epoch force=()
     model_dir=$(run_dir train_base "$dataset" "$trainer" "$config" "$seed")
     dir=$(run_dir test_new "$dataset" "$trainer" "$config" "$seed")
-    if [ -f "$dir/done.json" ] && [ "${FORCE:-0}" != 1 ]; then
-        echo "[$trainer] finished evaluation found in $dir (skipped; FORCE=1 re-runs it)"
-        return
-    fi
+    if [ "${FORCE:-0}" = 1 ]; then force=(--force); fi
     [ -f "$model_dir/done.json" ] || die "no finished training run in $model_dir: run (or let finish) the matching base2new_train.sh first"
     epoch=$(last_epoch "$model_dir")
     echo "[$trainer] testing $model_dir (epoch $epoch) on the new classes in $dir"
     "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
         --dataset-config-file "$(dataset_config "$dataset")" --config-file "$config" --output-dir "$dir" \
-        --model-dir "$model_dir" --load-epoch "$epoch" --eval-only \
+        --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "${force[@]}" \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new "$@"
 }
 
@@ -113,15 +108,6 @@ stage1_options() {
     dir=$(run_dir train_base "$1" "$2" "$config" "$3")
     epoch=$(last_epoch "$dir")
     STAGE1_OPTS=(DPC.STAGE1_DIR "$dir" DPC.STAGE1_EPOCH "${epoch:--1}")
-}
-
-# check_stage1_source DPC_RUN_DIR STAGE1_DIR: a finished DPC run must come from this stage-1 run
-check_stage1_source() {
-    local record="$1/dpc_stage1.json" recorded expected
-    [ -f "$1/done.json" ] && [ -f "$record" ] || return 0
-    recorded=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["dir"])' "$record")
-    expected=$(cd "$2" 2>/dev/null && pwd || echo "$2")
-    [ "$recorded" = "$expected" ] || die "the finished DPC run in $1 was trained from stage 1 $recorded, not $expected: remove it or use another OUTPUT_ROOT"
 }
 
 # parse_dpc_args USAGE ARGS...: sets DATASET, SEED, TRAINER (from an optional coop|maple|promptsrc)

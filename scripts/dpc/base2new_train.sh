@@ -12,7 +12,6 @@ DPC_CONFIG=${DPC_CONFIG:-$(default_config "DPC_$TRAINER")}
 
 train_base "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}"
 stage1_options "$DATASET" "$TRAINER" "$SEED"
-check_stage1_source "$(run_dir train_base "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED")" "${STAGE1_OPTS[1]}"
 train_base "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${STAGE1_OPTS[@]}" "${OPTS[@]}"
 test_new "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}"
 test_new "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${OPTS[@]}"

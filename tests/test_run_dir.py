@@ -1,0 +1,129 @@
+"""One process per run directory, settings fingerprints, and the class checks of checkpoints (no Dassl)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from yacs.config import CfgNode as CN
+
+from tests.conftest import ROOT
+from trainers import run_dir
+from trainers.dpc.checkpoint import check_classes, expected_training_classes
+
+HOLD = ("import sys, time; from trainers.run_dir import exclusive\n"
+        "with exclusive(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
+
+
+def test_a_held_directory_is_refused_at_once_and_freed_when_the_holder_is_killed(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with pytest.raises(run_dir.RunDirError, match=f"is in use by process {holder.pid} on .*: -c"):
+            with run_dir.exclusive(str(tmp_path)):
+                pass
+        assert time.monotonic() - start < 1.0  # refused at once, not after a wait
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_dir.exclusive(str(tmp_path)):  # a killed holder leaves nothing stuck
+        assert "process" in (tmp_path / ".lock").read_text()
+    assert (tmp_path / ".lock").read_text() == ""
+
+
+def make_cfg(**dpc):
+    cfg = CN()
+    cfg.OUTPUT_DIR = "out"
+    cfg.SEED = 1
+    cfg.TRAIN = CN({"PRINT_FREQ": 5})
+    cfg.OPTIM = CN({"LR": 0.002, "MAX_EPOCH": 20})
+    cfg.INPUT = CN({"SIZE": (224, 224)})
+    cfg.TRAINER = CN({"NAME": "DPC_CoOp", "COOP": CN({"N_CTX": 4}), "MAPLE": CN({"N_CTX": 2})})
+    cfg.DPC = CN(dict({"STAGE1_DIR": "", "STAGE1_EPOCH": -1, "W_BASE": 0.2}, **dpc))
+    return cfg
+
+
+def trainer_classes():
+    pytest.importorskip("dassl")
+    from trainers.coop import CoOp
+    from trainers.dpc_trainers import DPC_CoOp
+    return CoOp, DPC_CoOp
+
+
+def test_fingerprint_holds_what_determines_results_only():
+    coop, dpc_coop = trainer_classes()
+    values = run_dir.fingerprint(make_cfg(), dpc_coop)
+    assert values["OPTIM.LR"] == 0.002 and values["INPUT.SIZE"] == [224, 224] and values["DPC.W_BASE"] == 0.2
+    assert "OUTPUT_DIR" not in values and "TRAIN.PRINT_FREQ" not in values  # where and how much it prints
+    assert "TRAINER.MAPLE.N_CTX" not in values and values["TRAINER.COOP.N_CTX"] == 4  # other backbones' options
+    backbone = run_dir.fingerprint(make_cfg(), coop)
+    assert not any(key.startswith("DPC.") for key in backbone)  # the scripts pass DPC options to stage 1 too
+    moved = make_cfg()
+    moved.OUTPUT_DIR, moved.TRAIN.PRINT_FREQ = "elsewhere", 1
+    assert run_dir.fingerprint(moved, dpc_coop) == values
+
+
+def test_fingerprint_follows_the_content_of_the_stage1_checkpoint(tmp_path):
+    _, dpc_coop = trainer_classes()
+    (tmp_path / "prompt_learner").mkdir()
+    ckpt = tmp_path / "prompt_learner" / "model.pth.tar-2"
+    torch.save({"state_dict": {"ctx": torch.zeros(4, 8)}}, ckpt)
+    cfg = make_cfg(STAGE1_DIR=str(tmp_path), STAGE1_EPOCH=2)
+    first = run_dir.fingerprint(cfg, dpc_coop)
+    assert first["DPC.STAGE1_DIR"] == str(tmp_path) and set(first["stage-1 checkpoints"]) == {"prompt_learner"}
+    torch.save({"state_dict": {"ctx": torch.ones(4, 8)}}, ckpt)  # stage 1 retrained in the same place
+    changed = run_dir.differences(first, run_dir.fingerprint(cfg, dpc_coop))
+    assert len(changed) == 1 and changed[0].startswith("stage-1 checkpoints:")
+
+
+def test_previous_runs_are_reused_or_resumed_only_with_the_same_settings(tmp_path):
+    values = {"OPTIM.MAX_EPOCH": 20, "DPC.TOPK": 8}
+    assert run_dir.previous_run(str(tmp_path), values) == "new"
+    (tmp_path / "log.txt").write_text("a run that failed before its first checkpoint\n")
+    assert run_dir.previous_run(str(tmp_path), values) == "new"
+    run_dir.record(str(tmp_path), values)
+    (tmp_path / "prompt_learner").mkdir()
+    (tmp_path / "prompt_learner" / "checkpoint").write_text("model.pth.tar-1\n")
+    assert run_dir.previous_run(str(tmp_path), values) == "interrupted"
+    (tmp_path / "done.json").write_text("{}")
+    assert run_dir.previous_run(str(tmp_path), values) == "finished"
+    with pytest.raises(run_dir.RunDirError, match="finished run with other settings:\n"
+                       "  DPC.TOPK: 8 -> 3\n  OPTIM.MAX_EPOCH: 20 -> 5\nUse another --output-dir"):
+        run_dir.previous_run(str(tmp_path), {"OPTIM.MAX_EPOCH": 5, "DPC.TOPK": 3})
+    os.remove(tmp_path / "fingerprint.json")
+    with pytest.raises(run_dir.RunDirError, match="without fingerprint.json"):
+        run_dir.previous_run(str(tmp_path), values)
+    run_dir.forget_finished(str(tmp_path))
+    assert not (tmp_path / "done.json").exists()
+
+
+class FakeDataset:
+    classnames = ["tulip", "owl"]
+    base_classnames = ["cat", "dog"]
+
+
+def test_evaluated_checkpoints_must_come_from_the_matching_classes(capsys):
+    data = FakeDataset()
+    assert expected_training_classes(data, "new") == (["cat", "dog"], "the base classes of the dataset evaluated here")
+    assert expected_training_classes(data, "base")[0] == ["tulip", "owl"]
+    assert expected_training_classes(data, "all") == (None, "")  # transfer to other datasets is allowed
+    expected, what = expected_training_classes(data, "new")
+    check_classes("m.pth", {"classnames": ["cat", "dog"]}, expected, what)
+    with pytest.raises(ValueError, match=r"m.pth was trained on other classes \(2: river, forest\) than the base "
+                                         r"classes of the dataset evaluated here \(2: cat, dog\)"):
+        check_classes("m.pth", {"classnames": ["river", "forest"]}, expected, what)
+
+
+def test_checkpoints_without_class_names_are_checked_by_what_they_reveal(capsys):
+    upstream = {"state_dict": {"ctx": torch.zeros(4, 8), "token_prefix": torch.zeros(3, 1, 8)}}
+    with pytest.raises(ValueError, match=r"other classes \(3 of them, by its token buffers\) than stage 2 \(2\)"):
+        check_classes("up.pth", upstream, ["cat", "dog"], "stage 2")
+    upstream["state_dict"]["token_prefix"] = torch.zeros(2, 1, 8)
+    check_classes("up.pth", upstream, ["cat", "dog"], "stage 2")
+    assert "up.pth does not record the classes it was trained on; only its class count (2) and its prompt " \
+           "shapes could be checked against stage 2" in capsys.readouterr().out
+    check_classes("bare.pth", {"state_dict": {"ctx": torch.zeros(4, 8)}}, ["cat", "dog"], "stage 2")
+    assert "only its prompt shapes could be checked" in capsys.readouterr().out

@@ -1,0 +1,162 @@
+"""A run directory belongs to one process at a time and records what determines its result.
+
+- ``exclusive(directory)``: an ``flock`` on ``<dir>/.lock``. The kernel releases it when the process
+  ends in any way (a crash or SIGKILL leaves nothing stuck); a second process fails at once and is
+  told who holds the directory.
+- ``fingerprint(cfg, ...)``: the resolved config after every override, minus where outputs and logs
+  go, plus the content hash of the checkpoints the run starts from (DPC's stage 1, an evaluated
+  model). Written to ``<dir>/fingerprint.json`` when a run starts.
+- ``previous_run(directory, fingerprint)``: what the directory already holds. A finished run is reused
+  only with an identical fingerprint, an interrupted one is resumed only with an identical
+  fingerprint; anything else is refused with the keys that differ.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+
+from .dpc.checkpoint import atomic_write_text, checkpoint_path
+
+FINGERPRINT_FILE = "fingerprint.json"
+DONE_FILE = "done.json"
+# keys that change where results go or how much is printed, not the results themselves
+NOT_RESULTS = ("OUTPUT_DIR", "RESUME", "TRAIN.PRINT_FREQ", "VERBOSE")
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked (held by another process, or other settings)."""
+
+
+@contextlib.contextmanager
+def exclusive(directory: str):
+    """Hold ``directory`` for this process; fail at once, naming the holder, if another has it."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        with open(path) as f:
+            holder = f.read().strip() or "another process"
+        os.close(fd)
+        raise RunDirError(f"{directory} is in use by {holder}. One run per directory: wait for it to "
+                          "finish, or give this run another --output-dir (OUTPUT_ROOT for the scripts).") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, (f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                      f"{' '.join(sys.argv)}\n").encode())
+        yield
+    finally:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        elif name not in NOT_RESULTS:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def unread_sections(cfg, trainer_cls) -> list:
+    """Config prefixes a trainer never reads: other backbones' ``TRAINER.<KEY>`` nodes, and ``DPC`` for a
+    backbone trainer (the scripts pass the same options to both stages)."""
+    if trainer_cls is None:
+        return []
+    from .dpc import DPCMixin
+
+    own = getattr(trainer_cls, "cfg_key", "")
+    ignored = [f"TRAINER.{key}." for key in cfg.TRAINER if own and key not in (own, "NAME")]
+    if not issubclass(trainer_cls, DPCMixin):
+        ignored.append("DPC.")
+    return ignored
+
+
+def _saved_models(directory: str, epoch) -> dict:
+    """``{model name: sha256}`` of the checkpoints a run would load from ``directory`` at ``epoch``."""
+    found = {}
+    for folder in sorted(glob.glob(os.path.join(directory, "*", ""))):
+        name = os.path.basename(os.path.dirname(folder))
+        path = checkpoint_path(directory, name, epoch)
+        if os.path.isfile(path):
+            found[name] = file_digest(path)
+    return found
+
+
+def fingerprint(cfg, trainer_cls=None, eval_only: bool = False, model_dir: str = "", load_epoch=None) -> dict:
+    """Everything that determines a run's result, as a flat ``{key: value}`` dict."""
+    ignored = tuple(unread_sections(cfg, trainer_cls))
+    values = {key: value for key, value in _flatten(json.loads(json.dumps(cfg, default=str))).items()
+              if not key.startswith(ignored)}
+    values["eval_only"] = bool(eval_only)
+    stage1 = cfg.get("DPC", {}).get("STAGE1_DIR", "") if "DPC." not in ignored else ""
+    if stage1:
+        values["DPC.STAGE1_DIR"] = os.path.abspath(stage1)
+        values["stage-1 checkpoints"] = _saved_models(stage1, cfg.DPC.STAGE1_EPOCH)
+    if eval_only:
+        values["model_dir"] = os.path.abspath(model_dir) if model_dir else ""
+        values["load_epoch"] = load_epoch
+        values["evaluated checkpoints"] = _saved_models(model_dir, load_epoch) if model_dir else {}
+    return values
+
+
+def differences(old: dict, new: dict) -> list:
+    keys = sorted(set(old) | set(new))
+    return [f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
+            for key in keys if old.get(key, "<absent>") != new.get(key, "<absent>")]
+
+
+def _has_checkpoint(directory: str) -> bool:
+    return bool(glob.glob(os.path.join(directory, "*", "checkpoint")))
+
+
+def previous_run(directory: str, current: dict) -> str:
+    """``new``, ``finished`` (same settings) or ``interrupted`` (same settings); raises otherwise."""
+    recorded_path = os.path.join(directory, FINGERPRINT_FILE)
+    finished = os.path.isfile(os.path.join(directory, DONE_FILE))
+    started = _has_checkpoint(directory)
+    if not (finished or started):
+        return "new"  # nothing to reuse (a run that failed before its first checkpoint starts over)
+    what = "a finished run" if finished else "an interrupted run"
+    if not os.path.isfile(recorded_path):
+        raise RunDirError(f"{directory} holds {what} without {FINGERPRINT_FILE} (made by an older version), so "
+                          "its settings cannot be compared: delete the directory or use another --output-dir.")
+    with open(recorded_path) as f:
+        recorded = json.load(f)
+    changed = differences(recorded, current)
+    if changed:
+        shown = "\n  ".join(changed[:20]) + ("\n  ..." if len(changed) > 20 else "")
+        raise RunDirError(f"{directory} holds {what} with other settings:\n  {shown}\n"
+                          "Use another --output-dir (OUTPUT_ROOT for the scripts), or delete that directory "
+                          "to redo the run with these settings.")
+    return "finished" if finished else "interrupted"
+
+
+def record(directory: str, current: dict) -> None:
+    atomic_write_text(os.path.join(directory, FINGERPRINT_FILE), json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def forget_finished(directory: str) -> None:
+    """Drop the finish marker before an evaluation is redone (FORCE)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(directory, DONE_FILE))
