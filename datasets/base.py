@@ -70,6 +70,11 @@ class CoOpDataset(DatasetBase):
         return self._converted[key]
 
     @property
+    def base_classnames(self):
+        """Names of the dataset's base classes, also when the new or all classes are loaded."""
+        return self._splits.base_classnames
+
+    @property
     def full_train(self):
         """Whole train split (Datum list), converted on first use."""
         return self._datums(self._splits.full_train)

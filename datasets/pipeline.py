@@ -21,6 +21,7 @@ class Splits:
     val: Optional[list]  # None when the dataset has no val split
     test: list
     full_train: list  # whole train split, after class subsampling
+    base_classnames: list  # names of the base classes (label order), whatever the subsample
 
 
 def _require(path, what, spec, isdir=True):
@@ -124,10 +125,12 @@ def build_splits(spec, root, num_shots=-1, seed=-1, subsample="all", store=None,
         train, val = load_or_create_fewshot(cache, train, val, num_shots, seed, store, log)
 
     labels = select_labels(full_train, subsample)
+    names = {item.label: item.classname for item in full_train}
+    base_classnames = [names[label] for label in select_labels(full_train, "base")]
     new_train = relabel(train, labels)
     full_train = new_train if full_train is train else relabel(full_train, labels)
     new_test = new_train if test is train else relabel(test, labels)
     val = relabel(val, labels)
     if spec.val_is_test:
         val = new_test
-    return Splits(dataset_dir, new_train, val, new_test, full_train)
+    return Splits(dataset_dir, new_train, val, new_test, full_train, base_classnames)

@@ -120,7 +120,8 @@ def test_finished_runs_are_skipped(workspace, dpc_pipeline):
     env = dict(workspace["env"], STAGE1_CONFIG=str(other))
     proc = run(["bash", "scripts/dpc/base2new_train.sh", "eurosat", "1", "coop"] + workspace["opts"],
                dict(workspace, env=env), check=False)
-    assert proc.returncode != 0 and "was trained from stage 1" in proc.stderr
+    assert proc.returncode != 0 and "holds a finished run with other settings" in proc.stderr
+    assert "DPC.STAGE1_DIR" in proc.stderr
 
 
 def test_side_by_side_table(workspace, dpc_pipeline):
@@ -174,7 +175,8 @@ def test_interrupted_run_resumes(workspace, dpc_pipeline, trainer):
         # resuming with another w_b is refused before any step
         (out / "done.json").unlink()
         proc = train_py(workspace, *args, opts=["DPC.W_BASE", "0.5"], check=False)
-        assert proc.returncode != 0 and "cannot resume" in proc.stderr and "w_base 0.2 -> 0.5" in proc.stderr
+        assert proc.returncode != 0 and "holds an interrupted run with other settings" in proc.stderr
+        assert "DPC.W_BASE: 0.2 -> 0.5" in proc.stderr
 
 
 def dpc_stage2(workspace, *opts, dataset="eurosat", stage1=None):
@@ -373,3 +375,91 @@ def test_trainer_loads_clip_for_its_own_device(workspace, monkeypatch):
     monkeypatch.setattr(trainers.base, "load_clip", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
     trainer = build_trainer_for(workspace, "CoOp", f"configs/trainers/CoOp/{COOP_CFG}.yaml", workspace["root"] / "device")
     assert calls[0]["device"] == trainer.device and calls[0]["prec"] == trainer.prec == "fp32"
+
+
+# ---------------------------------------------------------------- no silent wrong results
+def test_a_run_directory_held_by_another_process_is_refused(workspace, dpc_pipeline):
+    from trainers.run_dir import exclusive
+
+    out = workspace["root"] / "held"
+    with exclusive(str(out)):
+        proc = train_py(workspace, "--trainer", "CoOp", "--config-file", f"configs/trainers/CoOp/{COOP_CFG}.yaml",
+                        "--output-dir", str(out), check=False)
+    assert proc.returncode != 0 and f"is in use by process {os.getpid()}" in proc.stderr
+    assert not (out / "log.txt").exists()  # refused before anything was written
+
+
+def test_changed_options_never_reuse_a_finished_run(workspace, dpc_pipeline):
+    script = ["bash", "scripts/dpc/base2new_train.sh", "eurosat", "1", "coop"] + workspace["opts"]
+    proc = run(script + ["OPTIM.MAX_EPOCH", "5", "DPC.W_BASE", "0.5", "DPC.TOPK", "3"], workspace, check=False)
+    assert proc.returncode != 0 and "holds a finished run with other settings" in proc.stderr
+    assert "OPTIM.MAX_EPOCH: 2 -> 5" in proc.stderr and "(skipped" not in proc.stdout
+    proc = run(script + ["DPC.W_BASE", "0.5"], workspace, check=False)  # stage 1 does not read DPC options
+    assert proc.returncode != 0 and proc.stdout.count("(skipped") == 1
+    assert "DPC.W_BASE: 0.2 -> 0.5" in proc.stderr and "OPTIM" not in proc.stderr
+
+
+@pytest.mark.parametrize("subsample", ["base", "new"])
+def test_a_checkpoint_is_not_evaluated_on_another_datasets_classes(workspace, dpc_pipeline, subsample):
+    for trainer, cfg in (("CoOp", f"CoOp/{COOP_CFG}"), ("DPC_CoOp", f"DPC/CoOp/{DPC_CFG}")):
+        proc = train_py(workspace, "--trainer", trainer, "--config-file", f"configs/trainers/{cfg}.yaml",
+                        "--output-dir", str(workspace["root"] / f"dtd_eval_{trainer}_{subsample}"), "--eval-only",
+                        "--model-dir", str(run_dir(workspace, "train_base", trainer, cfg.rsplit("/", 1)[1])),
+                        "--load-epoch", "2", "DATASET.SUBSAMPLE_CLASSES", subsample, dataset="dtd", check=False)
+        assert proc.returncode != 0 and "was trained on other classes" in proc.stderr, trainer
+        assert not (workspace["root"] / f"dtd_eval_{trainer}_{subsample}" / "done.json").exists()
+
+
+def test_a_stage1_checkpoint_without_class_names_is_used_with_a_warning(workspace, dpc_pipeline):
+    stage1 = workspace["root"] / "upstream_stage1"
+    (stage1 / "prompt_learner").mkdir(parents=True)
+    ckpt = torch.load(run_dir(workspace, "train_base", "CoOp", COOP_CFG) / "prompt_learner" / "model.pth.tar-2",
+                      map_location="cpu", weights_only=False)
+    torch.save({"state_dict": ckpt["state_dict"], "epoch": 2}, stage1 / "prompt_learner" / "model.pth.tar-2")
+    proc = dpc_stage2(workspace, "OPTIM.MAX_EPOCH", "1", stage1=stage1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "does not record the classes it was trained on; only its prompt shapes could be checked" in proc.stdout
+
+
+def kill_after_checkpoint(cmd, env, out, epoch):
+    """Start ``cmd`` and SIGKILL it as soon as the checkpoint of ``epoch`` exists (mid-run)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    target = out / "prompt_learner" / f"model.pth.tar-{epoch}"
+    deadline = time.monotonic() + 300
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert target.exists() and not (out / "done.json").exists(), proc.stderr.read()[-2000:]
+
+
+@pytest.mark.parametrize("trainer", ["CoOp", "DPC_CoOp"])
+def test_a_killed_run_resumes_bit_identical_to_an_uninterrupted_one(workspace, dpc_pipeline, trainer):
+    config = f"configs/trainers/CoOp/{COOP_CFG}.yaml" if trainer == "CoOp" else f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml"
+    finals = []
+    for name in ("whole", "killed"):
+        out = workspace["root"] / f"exact_{trainer}_{name}"
+        args = ["--trainer", trainer, "--config-file", config, "--output-dir", str(out),
+                "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", "6"]
+        if trainer == "DPC_CoOp":
+            args += ["DPC.STAGE1_DIR", str(run_dir(workspace, "train_base", "CoOp", COOP_CFG)), "DPC.STAGE1_EPOCH", "2"]
+        if name == "killed":
+            cmd = [sys.executable, "train.py", "--root", workspace["env"]["DATA_ROOT"], "--seed", "1",
+                   "--dataset-config-file", "configs/datasets/eurosat.yaml", *args, "DATASET.NUM_SHOTS", str(SHOTS),
+                   *workspace["opts"], *SMALL_K, "OPTIM.MAX_EPOCH", "6"]
+            kill_after_checkpoint(cmd, workspace["env"], out, epoch=2)
+            proc = train_py(workspace, *args, opts=["OPTIM.MAX_EPOCH", "6"])
+            assert "resuming the interrupted run" in proc.stdout
+        else:
+            train_py(workspace, *args, opts=["OPTIM.MAX_EPOCH", "6"])
+        finals.append(torch.load(out / "prompt_learner" / "model.pth.tar-6", map_location="cpu", weights_only=False))
+        finals[-1]["accuracy"] = json.loads((out / "done.json").read_text())["accuracy"]
+    whole, killed = finals
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(value, killed["state_dict"][key]) if torch.is_tensor(value) else value == killed["state_dict"][key], key
+    momentum = lambda ckpt: [s["momentum_buffer"] for s in ckpt["optimizer"]["state"].values()]  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(momentum(whole), momentum(killed)))
+    assert whole["accuracy"] == killed["accuracy"]

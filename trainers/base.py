@@ -15,7 +15,8 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .clip_loader import effective_precision, load_clip
 from .dpc import dassl_compat
-from .dpc.checkpoint import load_state_checked, read_saved_model, save_registered_models
+from .dpc.checkpoint import (check_classes, expected_training_classes, load_state_checked, read_saved_model,
+                             restore_training_state, save_registered_models)
 
 dassl_compat.apply()
 
@@ -76,7 +77,14 @@ class PromptTrainer(TrainerX):
         return {"loss": loss.item(), **logged}
 
     def checkpoint_extras(self) -> dict:
-        return {"classnames": list(self.dm.dataset.classnames), "trainer": type(self).__name__}
+        return {"classnames": list(self.dm.dataset.classnames), "trainer": type(self).__name__,
+                "dataset": self.cfg.DATASET.NAME}
+
+    def resume_model_if_exist(self, directory):
+        start_epoch = super().resume_model_if_exist(directory)
+        if start_epoch > 0:
+            restore_training_state(self, directory)
+        return start_epoch
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         save_registered_models(self, epoch, directory, is_best, val_result, model_name, self.checkpoint_extras())
@@ -88,6 +96,9 @@ class PromptTrainer(TrainerX):
             path, ckpt = read_saved_model(directory, name, epoch)
             if "dpc" in ckpt:
                 raise ValueError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
+            expected, what = expected_training_classes(self.dm.dataset, self.cfg.DATASET.SUBSAMPLE_CLASSES)
+            if expected is not None:
+                check_classes(path, ckpt, expected, what)
             load_state_checked(module, ckpt["state_dict"], path,
                                hint="Use the same trainer options (N_CTX, CTX_INIT, CSC, prompt depth, backbone); "
                                     "class-specific contexts (CSC) cannot move to other classes.")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 
+import numpy as np
 import torch
 
 
@@ -42,7 +44,9 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def save_registered_models(trainer, epoch: int, directory: str, is_best: bool = False, val_result=None,
                            model_name: str = "", extra: dict | None = None) -> None:
-    """What Dassl's ``TrainerBase.save_model`` writes, saved atomically and with ``extra`` metadata."""
+    """What Dassl's ``TrainerBase.save_model`` writes, saved atomically, with ``extra`` metadata and the
+    state an exact resume needs (``training_state``)."""
+    extra = dict(extra or {}, resume=training_state(trainer))
     for name in trainer.get_model_names():
         optim, sched = trainer._optims[name], trainer._scheds[name]
         state = {
@@ -51,7 +55,7 @@ def save_registered_models(trainer, epoch: int, directory: str, is_best: bool = 
             "optimizer": optim.state_dict() if optim is not None else None,
             "scheduler": sched.state_dict() if sched is not None else None,
             "val_result": val_result,
-            **(extra or {}),
+            **extra,
         }
         folder = os.path.join(directory, name)
         file = model_name or f"model.pth.tar-{epoch + 1}"
@@ -117,3 +121,87 @@ def load_state_checked(module, state: dict, path: str, keys=None, hint: str = ""
             raise ValueError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)} in the checkpoint but "
                              f"{tuple(own[key].shape)} in this model. {hint}".rstrip())
     module.load_state_dict({key: state[key] for key in keys}, strict=False)
+
+
+# ---------------------------------------------------------------- exact resume
+def training_state(trainer) -> dict:
+    """What resuming needs besides weights, optimiser and scheduler to continue bit for bit: the RNG
+    states (Python, NumPy, torch CPU and CUDA; they also fix the next epoch's data order and
+    augmentations), the AMP grad scaler and Dassl's best validation result."""
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    scaler = getattr(trainer, "scaler", None)
+    return {"rng": rng, "scaler": scaler.state_dict() if scaler is not None else None,
+            "best_result": getattr(trainer, "best_result", None)}
+
+
+def restore_training_state(trainer, directory: str) -> dict | None:
+    """Restore ``training_state`` from the checkpoint Dassl resumes from; returns that checkpoint."""
+    path = resume_path(directory, trainer.get_model_names()[0])
+    if path is None:
+        return None
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("resume")
+    if state is None:
+        print(f"Warning: {path} holds no RNG state (written by an older version): the resumed run continues "
+              "but will not be bit-identical to an uninterrupted one")
+        return ckpt
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    scaler = getattr(trainer, "scaler", None)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if state.get("best_result") is not None:
+        trainer.best_result = state["best_result"]
+    return ckpt
+
+
+# ---------------------------------------------------------------- classes of a checkpoint
+def _preview(names) -> str:
+    names = list(names)
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
+def expected_training_classes(dataset, subsample: str):
+    """(classes a checkpoint evaluated on this data must have been trained on, their description).
+
+    Base-to-new: a model evaluated on the new classes was trained on the same dataset's base classes
+    (``dataset.base_classnames``), one evaluated on the base classes on those classes. ``all`` (cross-
+    dataset and domain transfer) puts no condition: (None, "").
+    """
+    if subsample == "base":
+        return list(dataset.classnames), "the base classes evaluated here"
+    if subsample == "new":
+        base = getattr(dataset, "base_classnames", None)
+        return (list(base) if base is not None else None), "the base classes of the dataset evaluated here"
+    return None, ""
+
+
+def check_classes(path: str, ckpt: dict, expected, what: str) -> None:
+    """Refuse a checkpoint trained on other classes than ``expected``.
+
+    A checkpoint that does not record its class names (e.g. one written by upstream CoOp code) is
+    checked by its class count when its class-dependent buffers reveal it, with a warning that says
+    what could not be checked.
+    """
+    expected = list(expected)
+    recorded = ckpt.get("classnames")
+    if recorded is not None:
+        if list(recorded) != expected:
+            raise ValueError(f"{path} was trained on other classes ({len(recorded)}: {_preview(recorded)}) than "
+                             f"{what} ({len(expected)}: {_preview(expected)}): check --model-dir / DPC.STAGE1_DIR, "
+                             "the dataset config, DATASET.SUBSAMPLE_CLASSES and the seed.")
+        return
+    prefix = ckpt.get("state_dict", ckpt).get("token_prefix")
+    count = prefix.shape[0] if torch.is_tensor(prefix) else None
+    if count is not None and count != len(expected):
+        raise ValueError(f"{path} was trained on other classes ({count} of them, by its token buffers) than "
+                         f"{what} ({len(expected)}).")
+    known = f"its class count ({count}) and " if count is not None else ""
+    print(f"Warning: {path} does not record the classes it was trained on; only {known}its prompt shapes "
+          f"could be checked against {what}.")

@@ -1,11 +1,15 @@
-"""Keep the pinned Dassl commit (c61a1b5) working with current PyTorch.
+"""Keep the pinned Dassl commit (c61a1b5) working with current PyTorch, and resumable.
 
-Two incompatibilities, both fixed by small patches applied once on import:
+Three problems, each fixed by a small patch applied once on import:
 - Dassl's warm-up schedulers pass ``verbose`` to ``LRScheduler.__init__``, which PyTorch >= 2.7 no
   longer accepts (TypeError when OPTIM.WARMUP_EPOCH > 0).
 - ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and Dassl's scheduler state
   holds the successor scheduler object, so resuming a run fails. Checkpoints here are the user's own
   training outputs, so Dassl's loader reads them with ``weights_only=False``.
+- The warm-up scheduler's state dict pickles its successor scheduler whole, optimizer included. After
+  a resume the successor steps that stale optimizer copy and the live learning rate stops following
+  the schedule. Its state now nests the successor's own state dict, restored into the live successor
+  (checkpoints written the old way still load).
 """
 import functools
 import inspect
@@ -31,6 +35,20 @@ def apply() -> None:
             torch.optim.lr_scheduler.LRScheduler.__init__(self, optimizer, last_epoch)
 
         base.__init__ = __init__
+
+    def state_dict(self):
+        state = {key: value for key, value in self.__dict__.items() if key not in ("optimizer", "successor")}
+        state["successor"] = self.successor.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        state = dict(state)
+        successor = state.pop("successor")
+        self.__dict__.update(state)
+        self.successor.load_state_dict(successor if isinstance(successor, dict) else successor.state_dict())
+
+    base.state_dict = state_dict
+    base.load_state_dict = load_state_dict
 
     original_load = torch.load
 

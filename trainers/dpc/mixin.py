@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from dassl.data.transforms import build_transform
 
 from . import dassl_compat, decoupling
-from .checkpoint import (atomic_write_text, checkpoint_path, load_checkpoint, load_state_checked,
-                         read_saved_model, resume_path, save_registered_models)
+from .checkpoint import (atomic_write_text, check_classes, checkpoint_path, expected_training_classes,
+                         load_checkpoint, load_state_checked, read_saved_model, restore_training_state, resume_path,
+                         save_registered_models)
 from .config import EVAL_MODES, NEG_SOURCES
 from .image_bank import ImageBank
 from .loss import symmetric_infonce
@@ -116,13 +117,9 @@ class DPCMixin:
             if "dpc" in ckpt:
                 raise ValueError(f"{path} is a DPC stage-2 checkpoint; DPC.STAGE1_DIR must point to the "
                                  f"{self.dpc_backbone_name()} (stage-1) run")
-            saved_names = ckpt.get("classnames")
-            if saved_names is not None and list(saved_names) != classnames:
-                raise ValueError(
-                    f"stage-1 checkpoint {path} was trained on {len(saved_names)} other classes "
-                    f"({saved_names[:3]}...) than stage 2 uses ({len(classnames)}: {classnames[:3]}...). "
-                    "Use the same dataset, DATASET.SUBSAMPLE_CLASSES (base) and seed for both stages "
-                    "(to evaluate a trained DPC model, leave DPC.STAGE1_DIR empty).")
+            check_classes(path, ckpt, classnames, "the classes stage 2 trains on (use the same dataset, "
+                          "DATASET.SUBSAMPLE_CLASSES base and seed for both stages; to evaluate a trained DPC "
+                          "model, leave DPC.STAGE1_DIR empty)")
             load_state_checked(
                 module, ckpt.get("state_dict", ckpt), path,
                 keys=decoupling.trainable_names(module, self.dpc_prompt_names),
@@ -168,7 +165,13 @@ class DPCMixin:
     # ---------------------------------------------------------------- training
     def resume_model_if_exist(self, directory):
         self._dpc_check_resumable(directory)
-        return super().resume_model_if_exist(directory)
+        start_epoch = super().resume_model_if_exist(directory)
+        if start_epoch > 0:  # RNG states (again for our trainers, harmless) and the sampler's own
+            ckpt = restore_training_state(self, directory)
+            state = (ckpt or {}).get("dpc_sampler_rng")
+            if state is not None:
+                self.dpc_sampler.rng.setstate(state)
+        return start_epoch
 
     def _dpc_check_resumable(self, directory):
         """Refuse to resume a run that was trained from another stage 1 or with other DPC options."""
@@ -299,7 +302,10 @@ class DPCMixin:
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_extras(self) -> dict:
         parent = getattr(super(), "checkpoint_extras", None)
-        extras = parent() if parent else {"classnames": list(self.dm.dataset.classnames)}
+        extras = parent() if parent else {"classnames": list(self.dm.dataset.classnames),
+                                          "dataset": self.cfg.DATASET.NAME}
+        if self.dpc_sampler is not None:
+            extras["dpc_sampler_rng"] = self.dpc_sampler.rng.getstate()
         d = self.cfg.DPC
         extras["dpc"] = {
             "stage1": self.dpc_stage1, "update": d.UPDATE, "parallel_loss": d.PARALLEL_LOSS,
@@ -322,6 +328,9 @@ class DPCMixin:
             if meta is None:
                 raise ValueError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record); evaluate a stage-1 "
                                  f"checkpoint with --trainer {self.dpc_backbone_name()}")
+            expected, what = expected_training_classes(self.dm.dataset, self.cfg.DATASET.SUBSAMPLE_CLASSES)
+            if expected is not None:
+                check_classes(path, ckpt, expected, what)
             load_state_checked(module, ckpt["state_dict"], path, keys=decoupling.state_keys(module),
                                hint="Evaluate with the trainer and config the DPC model was trained with.")
             stage1 = meta.get("stage1") or {}
