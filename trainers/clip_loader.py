@@ -153,7 +153,8 @@ def read_state_dict(file: str | os.PathLike) -> dict:
     try:
         state = torch.load(str(file), map_location="cpu", weights_only=False)
     except Exception as err:  # truncated zip ("failed finding central directory"), bad pickle, ...
-        raise _damaged(file, f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}") from err
+        reason = str(err).strip().split(". ")[0]  # torch appends a paragraph of advice
+        raise _damaged(file, f"{type(err).__name__}: {reason}") from err
     if isinstance(state, dict) and "state_dict" in state and "visual.proj" not in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or "token_embedding.weight" not in state:

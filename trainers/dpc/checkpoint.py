@@ -99,7 +99,8 @@ def load_checkpoint(path: str) -> dict:
     except FileNotFoundError:
         raise
     except Exception as err:  # truncated zip ("failed finding central directory"), bad pickle, ...
-        raise damaged(f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}") from err
+        reason = str(err).strip().split(". ")[0]  # torch appends a paragraph of advice
+        raise damaged(f"{type(err).__name__}: {reason}") from err
     if not isinstance(ckpt, dict):
         raise damaged(f"it holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt

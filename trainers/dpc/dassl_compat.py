@@ -56,7 +56,7 @@ def apply() -> None:
             raise
         except Exception as err:  # truncated zip, bad pickle, ...
             folder = os.path.dirname(os.path.abspath(fpath))
-            reason = (str(err).strip().splitlines() or [""])[0]
+            reason = str(err).strip().split(". ")[0]  # torch appends a paragraph of advice
             raise ValueError(
                 f"cannot resume from checkpoint {fpath} ({type(err).__name__}: {reason}): "
                 "the file is truncated or damaged. Delete it and write the previous epoch's file name "
