@@ -84,7 +84,8 @@ def main():
                      val_per_class=1, test_per_class=1, image_size=a.image_size)
         clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), layers=a.layers, width=a.width,
                                    embed_dim=a.width, image_size=a.image_size, patch_size=32)
-        opts = ["MODEL.BACKBONE.PATH", clip_file, "INPUT.SIZE", f"({a.image_size},{a.image_size})"]
+        opts = ["MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", clip_file,
+                "INPUT.SIZE", f"({a.image_size},{a.image_size})"]
 
         coop = make_trainer(work, "CoOp", "configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml", 32, opts)
         coop_batches = batches(coop, a.steps + 3)

@@ -2,15 +2,16 @@
 
 All reading, few-shot sampling and class subsampling happens in the pure
 modules (pipeline.py and friends); this class only turns records into
-Dassl `Datum` objects.
+Dassl `Datum` objects and checks that the images Dassl will load can be read.
 """
 
 import os
+import time
 
 from dassl.data.datasets import DatasetBase, Datum
 
 from .pipeline import build_splits
-from .readers import DatasetNotFoundError
+from .readers import DatasetNotFoundError, check_image_files
 
 
 def to_datum(record):
@@ -32,7 +33,9 @@ class CoOpDataset(DatasetBase):
     Reads cfg.DATASET.ROOT, cfg.DATASET.NUM_SHOTS, cfg.SEED and
     cfg.DATASET.SUBSAMPLE_CLASSES (all|base|new, default all). Besides Dassl's
     train_x / val / test it offers `full_train`: the whole train split after
-    class subsampling, before few-shot sampling.
+    class subsampling, before few-shot sampling. Every image of train_x, val
+    and test is checked before training (header and end marker, see
+    `readers.check_image_files`), so a damaged file stops the run at once.
     """
 
     spec = None  # a datasets.specs.DatasetSpec
@@ -60,6 +63,10 @@ class CoOpDataset(DatasetBase):
             val=self._datums(splits.val),
             test=self._datums(splits.test),
         )
+        start = time.time()
+        paths = [r.impath for split in (splits.train, splits.val or [], splits.test) for r in split]
+        check_image_files(paths)
+        print(f"Checked {len(set(paths)):,} image files in {time.time() - start:.1f} s")
 
     def _datums(self, records):
         if records is None:

@@ -37,6 +37,26 @@ def sample_fewshot(items, num_shots, rng=None):
     return out
 
 
+def short_classes(items, num_shots):
+    """[(class name, count)] of the labels with fewer than `num_shots` items, in label order."""
+    groups = group_by_label(items)
+    return [(group[0].classname or str(label), len(group))
+            for label, group in sorted(groups.items()) if len(group) < num_shots]
+
+
+def shortage_warning(items, num_shots, split="train", shown=10):
+    """One warning line when some classes of `split` have fewer than `num_shots`
+    items (they keep all they have), else None."""
+    short = short_classes(items, num_shots)
+    if not short:
+        return None
+    listed = ", ".join(f"{name} ({count})" for name, count in short[:shown])
+    more = f", ... ({len(short) - shown} more)" if len(short) > shown else ""
+    return (f"WARNING: DATASET.NUM_SHOTS is {num_shots} but {len(short)} of "
+            f"{len(group_by_label(items))} classes have fewer {split} images and keep all they have: "
+            f"{listed}{more}")
+
+
 def make_rng(seed):
     """A private generator for seed >= 0; the global `random` module otherwise."""
     if seed is None or seed < 0:
@@ -64,7 +84,11 @@ def load_or_create_fewshot(cache_path, train, val, num_shots, seed=-1, store=Non
     `store` maps each Record to the object that is pickled (the Dassl layer
     passes a Datum constructor so upstream CoOp can read our cache); caches of
     upstream CoOp (lists of Datum) load too. Returns lists of Record.
+    Classes with fewer than `num_shots` train images are named in one warning line.
     """
+    warning = shortage_warning(train, num_shots)
+    if warning:
+        log(warning)
     if os.path.exists(cache_path):
         try:
             data = load_pickle(cache_path)

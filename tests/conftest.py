@@ -23,5 +23,5 @@ def tiny_clip_file(tmp_path_factory):
 
 @pytest.fixture
 def tiny_clip(tiny_clip_file):
-    """A fresh fp32 tiny CLIP, loaded through the same code path as released weights."""
-    return load_clip("ViT-B/16", tiny_clip_file, prec="fp32")
+    """A fresh fp32 tiny CLIP, loaded through the same code path as released weights (name "custom": not an OpenAI shape)."""
+    return load_clip("custom", tiny_clip_file, prec="fp32")

@@ -11,8 +11,8 @@ from trainers.clip_loader import CLIPWeightsNotFound, load_clip, resolve_weights
 def test_plain_state_dict_and_jit_archive_load_the_same_weights(tmp_path):
     plain = save_tiny_clip(str(tmp_path / "plain.pt"))
     jit = save_tiny_clip(str(tmp_path / "jit.pt"), jit=True)
-    a = load_clip("ViT-B/16", plain, prec="fp32")
-    b = load_clip("ViT-B/16", jit, prec="fp32")
+    a = load_clip("custom", plain, prec="fp32")
+    b = load_clip("custom", jit, prec="fp32")
     reference = build_tiny_clip()
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(pa, pb.to(pa.dtype), atol=1e-3), name
@@ -24,7 +24,7 @@ def test_plain_state_dict_and_jit_archive_load_the_same_weights(tmp_path):
 
 def test_fp16_falls_back_to_fp32_without_cuda(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(clip_loader, "_fp16_notice_shown", False)
-    model = load_clip("ViT-B/16", save_tiny_clip(str(tmp_path / "m.pt")), prec="fp16", device="cpu")
+    model = load_clip("custom", save_tiny_clip(str(tmp_path / "m.pt")), prec="fp16", device="cpu")
     assert model.dtype == torch.float32
     assert "fp32" in capsys.readouterr().out
 
@@ -33,7 +33,9 @@ def test_models_dir_from_environment(tmp_path, monkeypatch):
     save_tiny_clip(str(tmp_path / "ViT-B-16.pt"))
     monkeypatch.setenv(clip_loader.MODELS_DIR_ENV, str(tmp_path))
     assert resolve_weights("ViT-B/16", download=False) == tmp_path / "ViT-B-16.pt"
-    assert load_clip("ViT-B/16", prec="fp32", download=False).visual.conv1.out_channels == 64
+    # the file found there is read, and its (tiny) architecture is not ViT-B/16's
+    with pytest.raises(clip_loader.CLIPWeightsError, match=f"{tmp_path / 'ViT-B-16.pt'} holds a CLIP ViT, width 64"):
+        load_clip("ViT-B/16", prec="fp32", download=False)
 
 
 def test_missing_weights_error_lists_where_it_looked(tmp_path, monkeypatch):

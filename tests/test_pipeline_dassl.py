@@ -29,7 +29,7 @@ def workspace(tmp_path_factory):
     clip_file = save_tiny_clip(str(root / "tiny.pt"))
     env = dict(os.environ, DATA_ROOT=str(root / "data"), OUTPUT_ROOT=str(root / "output"),
                SHOTS=str(SHOTS), PYTHON=sys.executable)
-    return {"root": root, "env": env, "opts": ["MODEL.BACKBONE.PATH", clip_file] + TINY}
+    return {"root": root, "env": env, "opts": ["MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", clip_file] + TINY}
 
 
 def run(cmd, workspace, check=True):

@@ -2,7 +2,8 @@
 
 Used by the tests, the benchmark and the demo: real ``clip.model.CLIP`` code and the real tokenizer,
 small enough for a CPU. Saved as a plain state dict (or a JIT archive with ``--jit``), it loads
-through the same code path as the released weights (``trainers.clip_loader``).
+through the same code path as the released weights (``trainers.clip_loader``), under
+``MODEL.BACKBONE.NAME custom`` (its shapes are none of OpenAI's models).
 
     python -m tools.tiny_clip OUT.pt [--layers 4] [--width 64] [--jit]
 """

@@ -40,6 +40,9 @@ class PromptTrainer(TrainerX):
         cfg = self.cfg
         self.prec = effective_precision(self.trainer_cfg.PREC, self.device)
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, prec=self.prec, device=self.device)
+        from .models.vl_prompts import check_image_size  # one check for every backbone, before any step
+
+        check_image_size(cfg.INPUT.SIZE, clip_model, cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME)
         print(f"Building {type(self).__name__} for {self.dm.num_classes} classes")
         self.model = self.build_prompt_model(self.dm.dataset.classnames, clip_model)
         for name, param in self.model.named_parameters():

@@ -91,7 +91,23 @@ def resume_path(directory: str, name: str) -> str | None:
 
 
 def load_checkpoint(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint written by ``save_registered_models``; a damaged file is an error naming it."""
+    def damaged(problem: str) -> ValueError:
+        return ValueError(
+            f"cannot read checkpoint {path} ({problem}): the file is truncated or damaged (a copy or run cut "
+            "short, a full disk?). Re-run the training that writes it (with a fresh --output-dir), or point to "
+            "another checkpoint (--model-dir / --load-epoch; DPC.STAGE1_DIR / DPC.STAGE1_EPOCH).")
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated zip ("failed finding central directory"), bad pickle, ...
+        reason = str(err).strip().split(". ")[0]  # torch appends a paragraph of advice
+        raise damaged(f"{type(err).__name__}: {reason}") from err
+    if not isinstance(ckpt, dict):
+        raise damaged(f"it holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
 
 
 def read_saved_model(directory: str, name: str, epoch: int | None):

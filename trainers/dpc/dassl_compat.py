@@ -1,22 +1,29 @@
-"""Keep the pinned Dassl commit (c61a1b5) working with current PyTorch, and resumable.
+"""Keep the pinned Dassl commit (c61a1b5) working with current PyTorch, resumable, and its file errors useful.
 
-Three problems, each fixed by a small patch applied once on import:
+Small patches applied once on import:
 - Dassl's warm-up schedulers pass ``verbose`` to ``LRScheduler.__init__``, which PyTorch >= 2.7 no
   longer accepts (TypeError when OPTIM.WARMUP_EPOCH > 0).
-- ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and Dassl's scheduler state
-  holds the successor scheduler object, so resuming a run fails. Checkpoints here are the user's own
-  training outputs, so Dassl's loader reads them with ``weights_only=False``.
 - The warm-up scheduler's state dict pickles its successor scheduler whole, optimizer included. After
   a resume the successor steps that stale optimizer copy and the live learning rate stops following
   the schedule. Its state now nests the successor's own state dict, restored into the live successor
   (checkpoints written the old way still load).
+- ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and Dassl's scheduler state
+  held the successor scheduler object, so resuming a run failed. Checkpoints here are the user's own
+  training outputs, so Dassl's loader reads them with ``weights_only=False``; a damaged one is an
+  error naming the file and how to resume from the epoch before.
+- The data loader's ``read_image`` (``DatasetWrapper.__getitem__``) raises errors naming the image
+  file (PIL's "image file is truncated" names none).
 """
 import functools
 import inspect
+import os
 
 import torch
+from dassl.data import data_manager
 from dassl.optim import lr_scheduler as dassl_lr_scheduler
 from dassl.utils import torchtools
+
+from .image_bank import open_image
 
 _applied = False
 
@@ -61,6 +68,18 @@ def apply() -> None:
         if fpath is None:
             raise ValueError("File path is None")
         map_location = None if torch.cuda.is_available() else "cpu"
-        return trusted_load(fpath, map_location=map_location)
+        try:
+            return trusted_load(fpath, map_location=map_location)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # truncated zip, bad pickle, ...
+            folder = os.path.dirname(os.path.abspath(fpath))
+            reason = str(err).strip().split(". ")[0]  # torch appends a paragraph of advice
+            raise ValueError(
+                f"cannot resume from checkpoint {fpath} ({type(err).__name__}: {reason}): "
+                "the file is truncated or damaged. Delete it and write the previous epoch's file name "
+                f"(model.pth.tar-<epoch>) into {os.path.join(folder, 'checkpoint')} to resume from there, "
+                "or start again with a fresh --output-dir.") from err
 
     torchtools.load_checkpoint = load_checkpoint
+    data_manager.read_image = open_image  # what DatasetWrapper reads every image with

@@ -32,11 +32,19 @@ def check_depth(key: str, depth: int, n_layers: int, minimum: int = 1) -> None:
                          f"({n_layers}), got {depth}")
 
 
-def check_image_size(size: int, clip_model) -> None:
-    """Prompt tokens are appended to the patch grid, so images must have CLIP's input size."""
+def check_image_size(size, clip_model, source: str = "") -> None:
+    """Images must have CLIP's input size (``size``: INPUT.SIZE, (H, W) or one int).
+
+    Every CLIP image encoder has a positional embedding for a fixed grid (ViT patches, the ResNet's
+    attention pool), and prompt tokens are appended to it; ``source`` names the weights in the message.
+    """
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
     expected = clip_model.visual.input_resolution
-    if size != expected:
-        raise ValueError(f"INPUT.SIZE is {size} but the CLIP image encoder expects {expected}x{expected}")
+    if (h, w) != (expected, expected):
+        of = f" of {source}" if source else ""
+        raise ValueError(f"INPUT.SIZE is ({h}, {w}) but the CLIP image encoder{of} takes {expected}x{expected} "
+                         f"images (its positional embedding has a fixed size): set INPUT.SIZE \"({expected}, "
+                         f"{expected})\", or use CLIP weights made for {h}x{w} images")
 
 
 def deep_prompts(count: int, n_ctx: int, width: int) -> nn.ParameterList:
