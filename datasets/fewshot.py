@@ -9,11 +9,10 @@ dataset is built), so subsets match upstream CoOp for the same seed.
 """
 
 import os
-import pickle
 import random
 import warnings
 
-from .records import as_records, load_pickle, save_pickle
+from .records import as_records, load_cache, save_pickle
 
 
 def group_by_label(items):
@@ -89,15 +88,11 @@ def load_or_create_fewshot(cache_path, train, val, num_shots, seed=-1, store=Non
     warning = shortage_warning(train, num_shots)
     if warning:
         log(warning)
-    if os.path.exists(cache_path):
-        try:
-            data = load_pickle(cache_path)
-        except (EOFError, pickle.UnpicklingError) as err:
-            warnings.warn(f"ignoring unreadable few-shot cache {cache_path}: {err}")
-        else:
-            log(f"Loading few-shot split from {cache_path}")
-            cached_val = as_records(data.get("val")) if val is not None else None
-            return as_records(data["train"]), cached_val
+    data = load_cache(cache_path)
+    if data is not None:
+        log(f"Loading few-shot split from {cache_path}")
+        cached_val = as_records(data.get("val")) if val is not None else None
+        return as_records(data["train"]), cached_val
 
     train, val = _sample(train, val, num_shots, make_rng(seed))
     store = (lambda r: r) if store is None else store

@@ -10,7 +10,7 @@ from typing import Optional
 from . import readers
 from .fewshot import fewshot_cache_path, load_or_create_fewshot
 from .readers import DatasetNotFoundError
-from .records import as_records, load_pickle, save_pickle
+from .records import as_records, load_cache, save_pickle
 from .subsample import check_subsample, relabel, select_labels
 
 
@@ -56,8 +56,8 @@ def _classnames(spec, dataset_dir):
 def _load_imagenet(spec, dataset_dir, image_dir, store):
     # read the folders once and keep them in preprocessed.pkl, as upstream does
     cache = os.path.join(dataset_dir, "preprocessed.pkl")
-    if os.path.exists(cache):
-        data = load_pickle(cache)
+    data = load_cache(cache)
+    if data is not None:
         return as_records(data["train"]), None, as_records(data["test"])
     classnames, source = _classnames(spec, dataset_dir)
     train_dir = _require(os.path.join(image_dir, "train"), "image folder", spec)

@@ -4,7 +4,9 @@ A `Record` carries the same attributes as Dassl's `Datum` (impath, label,
 classname, domain), so code written against one works with the other.
 """
 
+import os
 import pickle
+import warnings
 from dataclasses import dataclass
 
 from trainers.dpc.checkpoint import atomic_write
@@ -50,3 +52,15 @@ def save_pickle(obj, path):
 def load_pickle(path):
     with open(path, "rb") as f:
         return pickle.load(f)
+
+
+def load_cache(path):
+    """What is pickled at `path`, or None when the file is missing or unreadable (truncated,
+    damaged); the caller then rebuilds it. An unreadable file is named in a warning."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return load_pickle(path)
+    except (EOFError, pickle.UnpicklingError, AttributeError, ValueError) as err:
+        warnings.warn(f"ignoring unreadable cache {path} ({type(err).__name__}: {err}); rebuilding it")
+        return None

@@ -14,6 +14,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .clip_loader import effective_precision, load_clip
+from .models.vl_prompts import check_image_size
 from .dpc import dassl_compat
 from .dpc.checkpoint import (check_classes, expected_training_classes, load_state_checked, read_saved_model,
                              restore_training_state, save_registered_models)
@@ -40,8 +41,6 @@ class PromptTrainer(TrainerX):
         cfg = self.cfg
         self.prec = effective_precision(self.trainer_cfg.PREC, self.device)
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, prec=self.prec, device=self.device)
-        from .models.vl_prompts import check_image_size  # one check for every backbone, before any step
-
         check_image_size(cfg.INPUT.SIZE, clip_model, cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME)
         print(f"Building {type(self).__name__} for {self.dm.num_classes} classes")
         self.model = self.build_prompt_model(self.dm.dataset.classnames, clip_model)

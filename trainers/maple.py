@@ -3,7 +3,6 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptTrainer
 from .models.maple import MaPLeCLIP
-from .models.vl_prompts import check_image_size
 
 
 @TRAINER_REGISTRY.register()
@@ -14,5 +13,4 @@ class MaPLe(PromptTrainer):
 
     def build_prompt_model(self, classnames, clip_model):
         c = self.trainer_cfg
-        check_image_size(self.cfg.INPUT.SIZE[0], clip_model)
         return MaPLeCLIP(classnames, clip_model, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, prompt_depth=c.PROMPT_DEPTH)

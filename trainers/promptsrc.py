@@ -8,7 +8,6 @@ from .base import PromptTrainer
 from .dpc.checkpoint import load_checkpoint, resume_path
 from .gpa import PromptAggregate, gaussian_epoch_weights
 from .models.promptsrc import PromptSRCCLIP, self_regulating_losses
-from .models.vl_prompts import check_image_size
 
 
 @TRAINER_REGISTRY.register()
@@ -24,7 +23,6 @@ class PromptSRC(PromptTrainer):
 
     def build_prompt_model(self, classnames, clip_model):
         c = self.trainer_cfg
-        check_image_size(self.cfg.INPUT.SIZE[0], clip_model)
         clip_model.to(self.device)  # the frozen template features are computed once, on this device
         return PromptSRCCLIP(classnames, clip_model, n_ctx_text=c.N_CTX_TEXT, n_ctx_vision=c.N_CTX_VISION,
                              ctx_init=c.CTX_INIT, depth_text=c.PROMPT_DEPTH_TEXT, depth_vision=c.PROMPT_DEPTH_VISION)
