@@ -6,6 +6,8 @@ import platform
 import sys
 import time
 
+from trainers import console  # first: it hides the deprecation warnings the imports below would print
+
 import torch
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
@@ -38,6 +40,8 @@ def parse_args(argv=None):
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument(console.FLAG, action="store_true",
+                        help=f"print the whole log on the terminal too (or set {console.ENV}=1)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options using the command-line (KEY VALUE pairs)")
     return parser.parse_args(argv)
@@ -117,6 +121,8 @@ def final_accuracy(trainer):
 
 def main(args):
     cfg = setup_cfg(args)
+    terminal = console.Console(console.verbose_requested(args.verbose))
+    terminal.start(cfg, eval_only=args.eval_only)  # stage header; quiet: only progress and results from here
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -128,6 +134,7 @@ def main(args):
     write_run_info(cfg)
 
     trainer = build_trainer(cfg)
+    terminal.attach(trainer)  # quiet: a training progress bar
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()

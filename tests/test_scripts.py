@@ -1,4 +1,5 @@
-"""The experiment scripts check their arguments before anything runs (no Dassl needed)."""
+"""The experiment scripts check their arguments before anything runs, and train.py's quiet terminal (no Dassl)."""
+import io
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT
+from trainers import console
 
 DATASETS_HINT = "choose one of: caltech101 dtd eurosat"
 
@@ -63,3 +65,31 @@ def test_a_failure_inside_a_command_substitution_stops_a_script(env):
     proc = subprocess.run(["bash", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "value=" not in proc.stdout
 
+
+def test_quiet_stream_passes_only_results_and_notices():
+    terminal = io.StringIO()
+    stream = console.QuietStream(terminal)
+    stream.write("** System info **\nPyTorch version: 2.0\n")
+    stream.write("epoch [1/2] batch [1/1] loss 1.0\n")
+    stream.write("Found checkpoint at /x/prompt_learner (will resume training)\n")
+    stream.write("=> result\n* total: 50\n* accur")  # a line may arrive in pieces
+    stream.write("acy: 20.0%\n")
+    stream.training = True  # e.g. a validation result between training steps
+    stream.write("* accuracy: 30.0%\n")
+    stream.training = False
+    stream.write("DPC sweep results:\n  w_new=0: 20.00\nElapsed: 0:00:01\n* macro_f1: 6.7%")
+    stream.close()
+    assert terminal.getvalue().splitlines() == [
+        "Found checkpoint at /x/prompt_learner (will resume training)", "=> result", "* total: 50",
+        "* accuracy: 20.0%", "DPC sweep results:", "  w_new=0: 20.00", "* macro_f1: 6.7%"]
+
+
+@pytest.mark.parametrize("flag, value, verbose", [
+    (False, None, False), (False, "1", True), (False, "0", False), (False, "", False), (True, None, True),
+    (False, "yes", True), (False, "false", False)])
+def test_verbose_switch(monkeypatch, flag, value, verbose):
+    if value is None:
+        monkeypatch.delenv(console.ENV, raising=False)
+    else:
+        monkeypatch.setenv(console.ENV, value)
+    assert console.verbose_requested(flag) is verbose
