@@ -6,6 +6,8 @@ import platform
 import sys
 import time
 
+from trainers import console  # first: it hides the deprecation warnings the imports below would print
+
 import torch
 from dassl.config import get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, build_trainer
@@ -41,6 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     parser.add_argument("--force", action="store_true",
                         help="with --eval-only: redo an evaluation that already finished in --output-dir")
+    parser.add_argument(console.FLAG, action="store_true",
+                        help=f"print the whole log on the terminal too (or set {console.ENV}=1)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options using the command-line (KEY VALUE pairs)")
     return parser.parse_args(argv)
@@ -143,6 +147,8 @@ def main(args):
 
 def run(cfg, args):
     """Train or evaluate in the (locked) output directory and mark it finished."""
+    terminal = console.Console(console.verbose_requested(args.verbose))
+    terminal.start(cfg, eval_only=args.eval_only)  # stage header; quiet: only progress and results from here
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -154,6 +160,7 @@ def run(cfg, args):
     write_run_info(cfg)
 
     trainer = build_trainer(cfg)
+    terminal.attach(trainer)  # quiet: a training progress bar
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()

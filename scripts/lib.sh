@@ -6,10 +6,13 @@
 #   SHOTS        shots per base class (default: 16)
 #   PYTHON       interpreter (default: python)
 #   FORCE=1      redo evaluations that already finished (train.py --force)
+#   DPC_VERBOSE=1  train.py prints its whole log on the terminal (default: a header, progress bars, results)
 # train.py itself reuses a finished run only when its settings fingerprint matches, resumes an
 # interrupted one only with the same settings, and refuses a directory another process holds.
 # Trailing arguments of every script are yacs options passed to train.py (e.g. MODEL.BACKBONE.PATH /x.pt).
+# Every argument is checked before anything runs; the first failing command stops the script.
 set -euo pipefail
+shopt -s inherit_errexit  # ... also inside $(...)
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # relative DATA_ROOT / OUTPUT_ROOT are taken from the caller's directory; the scripts then run in the repo
@@ -24,6 +27,42 @@ SHOTS=${SHOTS:-16}
 PYTHON=${PYTHON:-python}
 
 die() { echo "error: $*" >&2; exit 2; }
+
+# ---- argument checks (bash only: they answer at once and create nothing)
+
+dataset_names() {
+    local file names=()
+    for file in configs/datasets/*.yaml; do file=${file##*/}; names+=("${file%.yaml}"); done
+    echo "${names[*]}"
+}
+
+check_dataset() {
+    [[ $1 =~ ^[A-Za-z0-9_]+$ ]] && [ -f "configs/datasets/$1.yaml" ] ||
+        die "unknown dataset '$1' (choose one of: $(dataset_names))"
+}
+
+check_seed() {
+    [[ $1 =~ ^[1-9][0-9]*$ ]] || die "seed must be a positive integer, not '$1'"
+}
+
+check_config() {
+    [ -f "$1" ] || die "config file not found: $1"
+}
+
+# check_opts KEY VALUE ...: trailing yacs options come in pairs with dotted upper-case keys
+check_opts() {
+    (( $# % 2 == 0 )) || die "yacs options come in KEY VALUE pairs; got an odd number of words: $*"
+    local i
+    for ((i = 1; i < $#; i += 2)); do
+        [[ ${!i} =~ ^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$ ]] ||
+            die "'${!i}' is not a yacs option key (options are KEY VALUE pairs such as OPTIM.MAX_EPOCH 5)"
+    done
+}
+
+check_environment() {
+    [[ $SHOTS =~ ^[1-9][0-9]*$ ]] || die "SHOTS must be a positive integer, not '$SHOTS'"
+    [ -d "$DATA" ] || die "DATA_ROOT $DATA is not a directory (set DATA_ROOT to the datasets' root)"
+}
 
 # coop|maple|promptsrc -> trainer class name
 backbone_trainer() {
@@ -50,9 +89,8 @@ default_config() {
 }
 
 dataset_config() {
-    local file="configs/datasets/$1.yaml"
-    [ -f "$file" ] || die "no dataset config $file (datasets: $(ls configs/datasets | sed 's/\.yaml//' | tr '\n' ' '))"
-    echo "$file"
+    check_dataset "$1"
+    echo "configs/datasets/$1.yaml"
 }
 
 # run_dir train_base|test_new DATASET TRAINER CONFIG_FILE SEED
@@ -76,11 +114,12 @@ last_epoch() {
 train_base() {
     local dataset=$1 trainer=$2 config=$3 seed=$4
     shift 4
-    local dir
+    local dir data_config
     dir=$(run_dir train_base "$dataset" "$trainer" "$config" "$seed")
+    data_config=$(dataset_config "$dataset")
     echo "[$trainer] training in $dir"
     "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
-        --dataset-config-file "$(dataset_config "$dataset")" --config-file "$config" --output-dir "$dir" \
+        --dataset-config-file "$data_config" --config-file "$config" --output-dir "$dir" \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
 }
 
@@ -88,7 +127,8 @@ train_base() {
 test_new() {
     local dataset=$1 trainer=$2 config=$3 seed=$4
     shift 4
-    local model_dir dir epoch force=()
+    local model_dir dir epoch data_config force=()
+    data_config=$(dataset_config "$dataset")
     model_dir=$(run_dir train_base "$dataset" "$trainer" "$config" "$seed")
     dir=$(run_dir test_new "$dataset" "$trainer" "$config" "$seed")
     if [ "${FORCE:-0}" = 1 ]; then force=(--force); fi
@@ -96,7 +136,7 @@ test_new() {
     epoch=$(last_epoch "$model_dir")
     echo "[$trainer] testing $model_dir (epoch $epoch) on the new classes in $dir"
     "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
-        --dataset-config-file "$(dataset_config "$dataset")" --config-file "$config" --output-dir "$dir" \
+        --dataset-config-file "$data_config" --config-file "$config" --output-dir "$dir" \
         --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "${force[@]}" \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new "$@"
 }
@@ -110,21 +150,30 @@ stage1_options() {
     STAGE1_OPTS=(DPC.STAGE1_DIR "$dir" DPC.STAGE1_EPOCH "${epoch:--1}")
 }
 
-# parse_dpc_args USAGE ARGS...: sets DATASET, SEED, TRAINER (from an optional coop|maple|promptsrc)
-# and the OPTS array (the trailing yacs options) for the scripts in scripts/dpc/
+# parse_dpc_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (from an optional
+# coop|maple|promptsrc), STAGE1_CONFIG, DPC_CONFIG and the OPTS array (the trailing yacs options) for the
+# scripts in scripts/dpc/
 parse_dpc_args() {
     local usage=$1
     shift
     [ "$#" -ge 2 ] || die "usage: $usage"
     DATASET=$1 SEED=$2
     shift 2
+    check_dataset "$DATASET"
+    check_seed "$SEED"
     local backbone=coop
     case "${1:-}" in
         coop|maple|promptsrc) backbone=$1; shift ;;
         *.*|"") ;;  # yacs options follow
         *) die "unknown backbone '$1' (choose coop, maple or promptsrc)" ;;
     esac
+    check_opts "$@"
     TRAINER=$(backbone_trainer "$backbone")
+    STAGE1_CONFIG=${STAGE1_CONFIG:-$(default_config "$TRAINER")}
+    DPC_CONFIG=${DPC_CONFIG:-$(default_config "DPC_$TRAINER")}
+    check_config "$STAGE1_CONFIG"
+    check_config "$DPC_CONFIG"
+    check_environment
     # EuroSAT has 5 base classes, fewer than the paper's K = 8: use K = 5 there (the options can override it)
     OPTS=()
     [ "$DATASET" = eurosat ] && OPTS=(DPC.TOPK 5)
@@ -138,7 +187,13 @@ backbone_main() {
     [ "$#" -ge 2 ] || die "usage: bash $name DATASET SEED [yacs options...]"
     local dataset=$1 seed=$2
     shift 2
-    local config=${CONFIG:-$(default_config "$trainer")}
+    check_dataset "$dataset"
+    check_seed "$seed"
+    check_opts "$@"
+    local config
+    config=${CONFIG:-$(default_config "$trainer")}
+    check_config "$config"
+    check_environment
     if [ "$action" = train ]; then
         train_base "$dataset" "$trainer" "$config" "$seed" "$@"
     else

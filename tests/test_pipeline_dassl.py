@@ -1,8 +1,10 @@
 """End to end with real Dassl: train.py, the experiment scripts and parse_test_res.py on synthetic data (CPU)."""
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 pytest.importorskip("dassl")
 
 from tests.conftest import ROOT  # noqa: E402
-from tools.parse_test_res import read_accuracy  # noqa: E402
+from tools.parse_test_res import log_files, read_accuracy  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 
@@ -44,6 +46,11 @@ def train_py(workspace, *args, opts=(), dataset="eurosat", check=True):
     cmd = [sys.executable, "train.py", "--root", workspace["env"]["DATA_ROOT"], "--seed", "1",
            "--dataset-config-file", f"configs/datasets/{dataset}.yaml", *args]
     return run(cmd + ["DATASET.NUM_SHOTS", str(SHOTS)] + workspace["opts"] + SMALL_K + list(opts), workspace, check)
+
+
+def logs(out):
+    """Everything train.py logged in ``out`` (log.txt and the log.txt-<time> of later runs), "" if none."""
+    return "".join(Path(path).read_text() for path in log_files(str(out)))
 
 
 def build_trainer_for(workspace, trainer, config, out, *opts, dataset="eurosat"):
@@ -124,6 +131,46 @@ def test_finished_runs_are_skipped(workspace, dpc_pipeline):
     assert "DPC.STAGE1_DIR" in proc.stderr
 
 
+def test_terminal_shows_stages_progress_and_results_and_the_log_has_the_rest(workspace, dpc_pipeline):
+    printed = dpc_pipeline
+    for trainer in ("CoOp", "DPC_CoOp"):
+        assert f"[train] {trainer} on EuroSAT: base classes, {SHOTS} shots, seed 1" in printed
+        assert f"[eval] {trainer} on EuroSAT: new classes, {SHOTS} shots, seed 1" in printed
+    for kind in ("train_base", "test_new"):
+        assert f"output {run_dir(workspace, kind, 'DPC_CoOp', DPC_CFG)} " in printed
+    # training bars count epochs x batches (CoOp: 2 x 1, DPC: 2 x 5) and show an ETA; one eval bar per test
+    assert re.search(r"train: 100%\|.*\| 2/2 \[.*ETA .*epoch 2/2", printed)
+    assert re.search(r"train: 100%\|.*\| 10/10 \[.*ETA .*epoch 2/2", printed)
+    assert len(re.findall(r"eval: 100%\|.*ETA", printed)) == 4 and printed.count("* accuracy: ") == 4
+    for noise in ("** System info **", "PyTorch version", "Collecting env info", "epoch [", "Building",
+                  "Warning", "pkg_resources"):
+        assert noise not in printed
+    for kind in ("train_base", "test_new"):
+        for trainer, cfg in (("CoOp", COOP_CFG), ("DPC_CoOp", DPC_CFG)):
+            log = (run_dir(workspace, kind, trainer, cfg) / "log.txt").read_text()
+            assert "** System info **" in log and "PyTorch version" in log and "Building" in log
+            assert "* accuracy: " in log and ("epoch [2/2]" in log) == (kind == "train_base")
+
+
+@pytest.mark.parametrize("how", ["--verbose", "DPC_VERBOSE=1"])
+def test_verbose_prints_the_whole_log(workspace, how):
+    if how == "--verbose":
+        out = workspace["root"] / "verbose"
+        proc = train_py(workspace, "--verbose", "--trainer", "CoOp", "--config-file",
+                        f"configs/trainers/CoOp/{COOP_CFG}.yaml", "--output-dir", str(out),
+                        "DATASET.SUBSAMPLE_CLASSES", "base")
+    else:  # through a script
+        env = dict(workspace["env"], OUTPUT_ROOT=str(workspace["root"] / "verbose_env"), DPC_VERBOSE="1")
+        proc = run(["bash", "scripts/coop/base2new_train.sh", "eurosat", "1"] + workspace["opts"],
+                   dict(workspace, env=env))
+        out = workspace["root"] / "verbose_env" / "base2new" / "train_base" / "eurosat" / f"shots_{SHOTS}" / "CoOp" \
+            / COOP_CFG / "seed1"
+    log = (out / "log.txt").read_text()
+    assert "** System info **" in log and "epoch [2/2]" in log and "* accuracy: " in log
+    assert log in proc.stdout  # every logged line reached the terminal too
+    assert "train: " not in proc.stdout  # Dassl's own progress lines instead of our bar
+
+
 def test_side_by_side_table(workspace, dpc_pipeline):
     proc = run([sys.executable, "tools/parse_test_res.py", "--base2new", str(workspace["root"] / "output" / "base2new"),
                 "--dataset", "eurosat", "--shots", str(SHOTS)], workspace)
@@ -160,8 +207,11 @@ def test_interrupted_run_resumes(workspace, dpc_pipeline, trainer):
     (out / "prompt_learner" / "checkpoint").write_text("model.pth.tar-1\n")
     (out / "done.json").unlink()
     proc = train_py(workspace, *args)
-    assert "will resume training" in proc.stdout
-    assert "epoch [1/2]" not in proc.stdout and "epoch [2/2]" in proc.stdout
+    log = Path(log_files(str(out))[-1]).read_text()  # this run's log: log.txt-<time>
+    assert "will resume training" in log and "will resume training" in proc.stdout
+    assert "epoch [1/2]" not in log and "epoch [2/2]" in log
+    batches = {"CoOp": 1, "DPC_CoOp": 5}[trainer]  # per epoch: 20 images at batch 32 / batch 4
+    assert re.search(rf"train: 100%\|.*\| {batches}/{batches} \[", proc.stdout)  # the bar counts the rest only
     assert len(list(out.glob("run_info*.json"))) == 2  # the first invocation's record is kept
     assert (out / "prompt_learner" / "model.pth.tar-2").is_file() and (out / "done.json").is_file()
     resumed = torch.load(out / "prompt_learner" / "model.pth.tar-2", map_location="cpu", weights_only=False)
@@ -180,10 +230,13 @@ def test_interrupted_run_resumes(workspace, dpc_pipeline, trainer):
 
 
 def dpc_stage2(workspace, *opts, dataset="eurosat", stage1=None):
+    """A stage-2 run expected to fail, in a fresh output dir: (process, what it printed and logged)."""
     stage1 = stage1 or run_dir(workspace, "train_base", "CoOp", COOP_CFG)
-    return train_py(workspace, "--trainer", "DPC_CoOp", "--config-file", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
-                    "--output-dir", str(workspace["root"] / "bad"), "DATASET.SUBSAMPLE_CLASSES", "base",
+    out = tempfile.mkdtemp(prefix="bad_", dir=workspace["root"])
+    proc = train_py(workspace, "--trainer", "DPC_CoOp", "--config-file", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
+                    "--output-dir", out, "DATASET.SUBSAMPLE_CLASSES", "base",
                     "DPC.STAGE1_DIR", str(stage1), opts=opts, dataset=dataset, check=False)
+    return proc, proc.stdout + logs(out)
 
 
 @pytest.mark.parametrize("opts, message", [
@@ -194,14 +247,14 @@ def dpc_stage2(workspace, *opts, dataset="eurosat", stage1=None):
     (["TRAINER.COOP.CTX_INIT", "", "TRAINER.COOP.N_CTX", "8"], "has shape (4, 64) in the checkpoint but (8, 64)"),
 ])
 def test_bad_input_is_rejected_before_training(workspace, dpc_pipeline, opts, message):
-    proc = dpc_stage2(workspace, *opts)
+    proc, printed = dpc_stage2(workspace, *opts)
     assert proc.returncode != 0
     assert message in proc.stderr
-    assert "epoch [" not in proc.stdout
+    assert "epoch [" not in printed
 
 
 def test_missing_stage1_names_the_path_and_the_command(workspace):
-    proc = dpc_stage2(workspace, stage1=workspace["root"] / "nowhere")
+    proc, _ = dpc_stage2(workspace, stage1=workspace["root"] / "nowhere")
     assert proc.returncode != 0
     expected = str(workspace["root"] / "nowhere" / "prompt_learner" / "model-best.pth.tar")
     assert f"DPC stage-1 checkpoint not found: {expected}" in proc.stderr
@@ -209,9 +262,9 @@ def test_missing_stage1_names_the_path_and_the_command(workspace):
 
 
 def test_stage1_from_other_classes_is_rejected(workspace, dpc_pipeline):
-    proc = dpc_stage2(workspace, dataset="dtd")
+    proc, printed = dpc_stage2(workspace, dataset="dtd")
     assert proc.returncode != 0
-    assert "other classes" in proc.stderr and "epoch [" not in proc.stdout
+    assert "other classes" in proc.stderr and "epoch [" not in printed
 
 
 def test_stage1_checkpoint_cannot_be_evaluated_as_dpc(workspace, dpc_pipeline):

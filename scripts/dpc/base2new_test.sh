@@ -5,5 +5,5 @@
 # (FORCE re-runs the DPC evaluation only; the backbone's is evaluated once.)
 source "$(dirname "$0")/../lib.sh"
 parse_dpc_args "bash scripts/dpc/base2new_test.sh DATASET SEED [coop|maple|promptsrc] [yacs options...]" "$@"
-FORCE=0 test_new "$DATASET" "$TRAINER" "${STAGE1_CONFIG:-$(default_config "$TRAINER")}" "$SEED" "${OPTS[@]}"
-test_new "$DATASET" "DPC_$TRAINER" "${DPC_CONFIG:-$(default_config "DPC_$TRAINER")}" "$SEED" "${OPTS[@]}"
+FORCE=0 test_new "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}"
+test_new "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${OPTS[@]}"

@@ -7,8 +7,6 @@
 # STAGE1_CONFIG / DPC_CONFIG override the default config files.
 source "$(dirname "$0")/../lib.sh"
 parse_dpc_args "bash scripts/dpc/base2new_train.sh DATASET SEED [coop|maple|promptsrc] [yacs options...]" "$@"
-STAGE1_CONFIG=${STAGE1_CONFIG:-$(default_config "$TRAINER")}
-DPC_CONFIG=${DPC_CONFIG:-$(default_config "DPC_$TRAINER")}
 
 train_base "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}"
 stage1_options "$DATASET" "$TRAINER" "$SEED"

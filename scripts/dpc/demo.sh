@@ -4,11 +4,16 @@
 #   bash scripts/dpc/demo.sh [coop|maple|promptsrc]
 # Everything goes to output/demo/. Accuracies are those of an untrained tiny model: the point is the plumbing.
 set -euo pipefail
+shopt -s inherit_errexit
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO"
 PYTHON=${PYTHON:-python}
 DEMO=${DEMO_ROOT:-output/demo}
 BACKBONE=${1:-coop}
+case "$BACKBONE" in  # checked before anything is written
+    coop|maple|promptsrc) [ "$#" -le 1 ] || { echo "usage: bash scripts/dpc/demo.sh [coop|maple|promptsrc]" >&2; exit 2; } ;;
+    *) echo "error: unknown backbone '$BACKBONE' (choose coop, maple or promptsrc)" >&2; exit 2 ;;
+esac
 
 "$PYTHON" -m tools.synthetic_data --root "$DEMO/data" --dataset eurosat --classes 10 --train 8 --test 10
 [ -f "$DEMO/tiny-clip.pt" ] || "$PYTHON" -m tools.tiny_clip "$DEMO/tiny-clip.pt"

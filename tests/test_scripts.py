@@ -1,0 +1,95 @@
+"""The experiment scripts check their arguments before anything runs, and train.py's quiet terminal (no Dassl)."""
+import io
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+from trainers import console
+
+DATASETS_HINT = "choose one of: caltech101 dtd eurosat"
+
+
+@pytest.fixture
+def env(tmp_path):
+    (tmp_path / "data").mkdir()
+    return dict(os.environ, DATA_ROOT=str(tmp_path / "data"), OUTPUT_ROOT=str(tmp_path / "output"),
+                DEMO_ROOT=str(tmp_path / "demo"), SHOTS="4", PYTHON=sys.executable)
+
+
+def bash(env, script, *args, **extra):
+    start = time.monotonic()
+    proc = subprocess.run(["bash", script, *args], cwd=ROOT, env=dict(env, **extra), capture_output=True,
+                          text=True, timeout=60)
+    return proc, time.monotonic() - start
+
+
+@pytest.mark.parametrize("script, args, extra, message", [
+    ("scripts/dpc/base2new_train.sh", ["eurosatt", "1"], {}, f"unknown dataset 'eurosatt' ({DATASETS_HINT}"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "one"], {}, "seed must be a positive integer, not 'one'"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "0"], {}, "seed must be a positive integer, not '0'"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1", "mapel"], {},
+     "unknown backbone 'mapel' (choose coop, maple or promptsrc)"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1", "coop", "OPTIM.MAX_EPOCH"], {}, "KEY VALUE pairs"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"STAGE1_CONFIG": "nowhere.yaml"},
+     "config file not found: nowhere.yaml"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"SHOTS": "sixteen"}, "SHOTS must be a positive integer"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"DATA_ROOT": "/nowhere"},
+     "DATA_ROOT /nowhere is not a directory"),
+    ("scripts/dpc/base2new_test.sh", ["oxford_pet", "1"], {}, f"unknown dataset 'oxford_pet' ({DATASETS_HINT}"),
+    ("scripts/dpc/base2new_seeds.sh", ["eurosat"], {"SEEDS": "1 2 x"}, "seed must be a positive integer, not 'x'"),
+    ("scripts/dpc/base2new_seeds.sh", ["eurosat", "promtsrc"], {}, "unknown backbone 'promtsrc'"),
+    ("scripts/coop/base2new_train.sh", ["eurosatt", "1"], {}, "unknown dataset 'eurosatt'"),
+    ("scripts/coop/base2new_train.sh", ["eurosat", "1", "maple"], {}, "KEY VALUE pairs; got an odd number"),
+    ("scripts/coop/base2new_train.sh", ["eurosat", "1", "maple", "OPTIM.LR"], {},
+     "'maple' is not a yacs option key"),
+    ("scripts/maple/base2new_test.sh", ["eurosat", "1.5"], {}, "seed must be a positive integer, not '1.5'"),
+    ("scripts/promptsrc/base2new_train.sh", ["../eurosat", "1"], {}, "unknown dataset '../eurosat'"),
+    ("scripts/coop/base2new_train.sh", ["eurosat", "1"], {"CONFIG": "nowhere.yaml"}, "config file not found"),
+    ("scripts/dpc/demo.sh", ["mapel"], {}, "unknown backbone 'mapel'"),
+])
+def test_bad_arguments_stop_the_scripts_at_once(env, tmp_path, script, args, extra, message):
+    proc, seconds = bash(env, script, *args, **extra)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert seconds < 5  # bash checks only: nothing was started (typically ~0.01 s)
+    assert not (tmp_path / "output").exists() and not (tmp_path / "demo").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_failure_inside_a_command_substitution_stops_a_script(env):
+    # without inherit_errexit the subshell's failure is ignored and "reached" is printed
+    code = 'source scripts/lib.sh; value=$(false; echo reached); echo "value=$value"'
+    proc = subprocess.run(["bash", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "value=" not in proc.stdout
+
+
+def test_quiet_stream_passes_only_results_and_notices():
+    terminal = io.StringIO()
+    stream = console.QuietStream(terminal)
+    stream.write("** System info **\nPyTorch version: 2.0\n")
+    stream.write("epoch [1/2] batch [1/1] loss 1.0\n")
+    stream.write("Found checkpoint at /x/prompt_learner (will resume training)\n")
+    stream.write("=> result\n* total: 50\n* accur")  # a line may arrive in pieces
+    stream.write("acy: 20.0%\n")
+    stream.training = True  # e.g. a validation result between training steps
+    stream.write("* accuracy: 30.0%\n")
+    stream.training = False
+    stream.write("DPC sweep results:\n  w_new=0: 20.00\nElapsed: 0:00:01\n* macro_f1: 6.7%")
+    stream.close()
+    assert terminal.getvalue().splitlines() == [
+        "Found checkpoint at /x/prompt_learner (will resume training)", "=> result", "* total: 50",
+        "* accuracy: 20.0%", "DPC sweep results:", "  w_new=0: 20.00", "* macro_f1: 6.7%"]
+
+
+@pytest.mark.parametrize("flag, value, verbose", [
+    (False, None, False), (False, "1", True), (False, "0", False), (False, "", False), (True, None, True),
+    (False, "yes", True), (False, "false", False)])
+def test_verbose_switch(monkeypatch, flag, value, verbose):
+    if value is None:
+        monkeypatch.delenv(console.ENV, raising=False)
+    else:
+        monkeypatch.setenv(console.ENV, value)
+    assert console.verbose_requested(flag) is verbose
