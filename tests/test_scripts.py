@@ -77,11 +77,13 @@ def test_quiet_stream_passes_only_results_and_notices():
     stream.training = True  # e.g. a validation result between training steps
     stream.write("* accuracy: 30.0%\n")
     stream.training = False
+    stream.write("Warning: m.pth does not record the classes it was trained on\nwarnings elsewhere\n")
     stream.write("DPC sweep results:\n  w_new=0: 20.00\nElapsed: 0:00:01\n* macro_f1: 6.7%")
     stream.close()
     assert terminal.getvalue().splitlines() == [
         "Found checkpoint at /x/prompt_learner (will resume training)", "=> result", "* total: 50",
-        "* accuracy: 20.0%", "DPC sweep results:", "  w_new=0: 20.00", "* macro_f1: 6.7%"]
+        "* accuracy: 20.0%", "Warning: m.pth does not record the classes it was trained on",
+        "DPC sweep results:", "  w_new=0: 20.00", "* macro_f1: 6.7%"]
 
 
 @pytest.mark.parametrize("flag, value, verbose", [

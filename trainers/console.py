@@ -22,6 +22,7 @@ SHOWN = re.compile(
     r"|\* "
     r"|.*\(will resume training\)"  # Dassl's resume notice
     r"|DPC sweep"                  # a weight sweep's labels and its summary table
+    r"|(?i:warning):"              # our warnings (unchecked classes, short classes, no RNG state to resume)
     r"|  w_(new|base)=)")
 BAR = "{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}{postfix}]"
 
