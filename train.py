@@ -8,19 +8,29 @@ import time
 
 from trainers import console  # first: it hides the deprecation warnings the imports below would print
 
-import torch
-from dassl.config import get_cfg_default
-from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from dassl.config import get_cfg_default  # yacs only: deciding whether a run must happen needs no torch
 
-import datasets  # noqa: F401  (registers the datasets)
-import trainers.coop  # noqa: F401  (registers the trainers)
-import trainers.dpc_trainers  # noqa: F401
-import trainers.maple  # noqa: F401
-import trainers.promptsrc  # noqa: F401
 from trainers import run_dir
 from trainers.config import extend_cfg
-from trainers.dpc.checkpoint import atomic_write_text
+from trainers.dpc.files import atomic_write_text
+
+
+def load_components():
+    """Import torch, Dassl's engine, our datasets and trainers (registering them): seconds, so only when a
+    run really happens (a finished run is skipped without it)."""
+    import datasets  # noqa: F401
+    import trainers.coop  # noqa: F401
+    import trainers.dpc_trainers  # noqa: F401
+    import trainers.maple  # noqa: F401
+    import trainers.promptsrc  # noqa: F401
+
+
+def build(cfg):
+    """The registered trainer for ``cfg`` (Dassl's ``build_trainer`` after ``load_components``)."""
+    load_components()
+    from dassl.engine import build_trainer
+
+    return build_trainer(cfg)
 
 
 def parse_args(argv=None):
@@ -127,15 +137,20 @@ def main(args):
     if args.force and not args.eval_only:
         raise run_dir.RunDirError("--force only redoes evaluations (--eval-only); to retrain, delete the run "
                                   f"directory {cfg.OUTPUT_DIR} or use another --output-dir")
+    current = run_dir.fingerprint(cfg, args.eval_only, args.model_dir, args.load_epoch)
+    if not args.force and run_dir.previous_run(cfg.OUTPUT_DIR, current) == "finished":
+        print(f"[{cfg.TRAINER.NAME}] finished run with the same settings found in {cfg.OUTPUT_DIR} (skipped)")
+        return
+    load_components()
+    from dassl.engine import TRAINER_REGISTRY
+
     if cfg.TRAINER.NAME not in TRAINER_REGISTRY.registered_names():
         sys.exit(f"error: unknown trainer {cfg.TRAINER.NAME!r} (--trainer); registered: "
                  f"{', '.join(sorted(TRAINER_REGISTRY.registered_names()))}")
-    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
-    current = run_dir.fingerprint(cfg, trainer_cls, args.eval_only, args.model_dir, args.load_epoch)
     with run_dir.exclusive(cfg.OUTPUT_DIR):
         if args.force:
             run_dir.forget_finished(cfg.OUTPUT_DIR)
-        previous = run_dir.previous_run(cfg.OUTPUT_DIR, current)
+        previous = run_dir.previous_run(cfg.OUTPUT_DIR, current)  # again, now that the directory is ours
         if previous == "finished":
             print(f"[{cfg.TRAINER.NAME}] finished run with the same settings found in {cfg.OUTPUT_DIR} (skipped)")
             return
@@ -149,6 +164,9 @@ def run(cfg, args):
     """Train or evaluate in the (locked) output directory and mark it finished."""
     terminal = console.Console(console.verbose_requested(args.verbose))
     terminal.start(cfg, eval_only=args.eval_only)  # stage header; quiet: only progress and results from here
+    import torch
+    from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -159,7 +177,7 @@ def run(cfg, args):
     print(f"** System info **\n{collect_env_info()}\n")
     write_run_info(cfg)
 
-    trainer = build_trainer(cfg)
+    trainer = build(cfg)
     terminal.attach(trainer)  # quiet: a training progress bar
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)

@@ -24,10 +24,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from dassl.engine import build_trainer  # noqa: E402
 from dassl.utils import set_random_seed  # noqa: E402
 
-import train  # noqa: E402  (registers datasets and trainers)
+import train  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 
@@ -42,7 +41,7 @@ def make_trainer(work, trainer, config, batch, opts):
     cfg = train.setup_cfg(args)
     set_random_seed(1)
     with contextlib.redirect_stdout(io.StringIO()):
-        return build_trainer(cfg)
+        return train.build(cfg)
 
 
 def batches(trainer, n):

@@ -9,7 +9,7 @@ import pickle
 import warnings
 from dataclasses import dataclass
 
-from trainers.dpc.checkpoint import atomic_write
+from trainers.dpc.files import atomic_write
 
 
 @dataclass(frozen=True)

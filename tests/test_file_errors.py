@@ -17,7 +17,8 @@ from tools.synthetic_data import make_dataset
 from tools.tiny_clip import save_tiny_clip
 from trainers import clip_loader
 from trainers.clip_loader import CLIPWeightsError, CLIPWeightsNotFound, load_clip
-from trainers.dpc.checkpoint import atomic_save, checkpoint_path, load_checkpoint, read_saved_model
+from trainers.dpc.checkpoint import atomic_save, load_checkpoint, read_saved_model
+from trainers.dpc.files import checkpoint_path
 from trainers.dpc.image_bank import IMAGE_HINT, ImageBank, ImageFileError, image_problem, open_image
 from trainers.models.vl_prompts import check_image_size
 

@@ -55,8 +55,6 @@ def logs(out):
 
 def build_trainer_for(workspace, trainer, config, out, *opts, dataset="eurosat"):
     """A Dassl trainer built in this process from train.py's command line (tiny settings, then ``opts``)."""
-    from dassl.engine import build_trainer
-
     import train
 
     args = train.parse_args([
@@ -64,7 +62,7 @@ def build_trainer_for(workspace, trainer, config, out, *opts, dataset="eurosat")
         "--dataset-config-file", os.path.join(ROOT, f"configs/datasets/{dataset}.yaml"),
         "--config-file", os.path.join(ROOT, config), "--output-dir", str(out), "DATASET.NUM_SHOTS", str(SHOTS),
         *workspace["opts"], *opts])
-    return build_trainer(train.setup_cfg(args))
+    return train.build(train.setup_cfg(args))
 
 
 def run_dir(workspace, kind, trainer, cfg, dataset="eurosat", seed=1):

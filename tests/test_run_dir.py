@@ -46,36 +46,31 @@ def make_cfg(**dpc):
     return cfg
 
 
-def trainer_classes():
-    pytest.importorskip("dassl")
-    from trainers.coop import CoOp
-    from trainers.dpc_trainers import DPC_CoOp
-    return CoOp, DPC_CoOp
-
-
 def test_fingerprint_holds_what_determines_results_only():
-    coop, dpc_coop = trainer_classes()
-    values = run_dir.fingerprint(make_cfg(), dpc_coop)
+    values = run_dir.fingerprint(make_cfg())
     assert values["OPTIM.LR"] == 0.002 and values["INPUT.SIZE"] == [224, 224] and values["DPC.W_BASE"] == 0.2
     assert "OUTPUT_DIR" not in values and "TRAIN.PRINT_FREQ" not in values  # where and how much it prints
     assert "TRAINER.MAPLE.N_CTX" not in values and values["TRAINER.COOP.N_CTX"] == 4  # other backbones' options
-    backbone = run_dir.fingerprint(make_cfg(), coop)
-    assert not any(key.startswith("DPC.") for key in backbone)  # the scripts pass DPC options to stage 1 too
+    backbone = make_cfg()
+    backbone.TRAINER.NAME = "CoOp"
+    assert not any(key.startswith("DPC.") for key in run_dir.fingerprint(backbone))  # the scripts pass DPC options too
     moved = make_cfg()
     moved.OUTPUT_DIR, moved.TRAIN.PRINT_FREQ = "elsewhere", 1
-    assert run_dir.fingerprint(moved, dpc_coop) == values
+    assert run_dir.fingerprint(moved) == values
+    upstream = make_cfg()
+    upstream.TRAINER.NAME = "MyLearner"  # outside the TRAINER.<NAME> convention: every key counts
+    assert "TRAINER.MAPLE.N_CTX" in run_dir.fingerprint(upstream)
 
 
 def test_fingerprint_follows_the_content_of_the_stage1_checkpoint(tmp_path):
-    _, dpc_coop = trainer_classes()
     (tmp_path / "prompt_learner").mkdir()
     ckpt = tmp_path / "prompt_learner" / "model.pth.tar-2"
     torch.save({"state_dict": {"ctx": torch.zeros(4, 8)}}, ckpt)
     cfg = make_cfg(STAGE1_DIR=str(tmp_path), STAGE1_EPOCH=2)
-    first = run_dir.fingerprint(cfg, dpc_coop)
+    first = run_dir.fingerprint(cfg)
     assert first["DPC.STAGE1_DIR"] == str(tmp_path) and set(first["stage-1 checkpoints"]) == {"prompt_learner"}
     torch.save({"state_dict": {"ctx": torch.ones(4, 8)}}, ckpt)  # stage 1 retrained in the same place
-    changed = run_dir.differences(first, run_dir.fingerprint(cfg, dpc_coop))
+    changed = run_dir.differences(first, run_dir.fingerprint(cfg))
     assert len(changed) == 1 and changed[0].startswith("stage-1 checkpoints:")
 
 

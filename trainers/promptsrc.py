@@ -5,7 +5,8 @@ from dassl.engine import TRAINER_REGISTRY
 from dassl.metrics import compute_accuracy
 
 from .base import PromptTrainer
-from .dpc.checkpoint import load_checkpoint, resume_path
+from .dpc.checkpoint import load_checkpoint
+from .dpc.files import resume_path
 from .gpa import PromptAggregate, gaussian_epoch_weights
 from .models.promptsrc import PromptSRCCLIP, self_regulating_losses
 

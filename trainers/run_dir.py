@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 
-from .dpc.checkpoint import atomic_write_text, checkpoint_path
+from .dpc.files import atomic_write_text, checkpoint_path
 
 FINGERPRINT_FILE = "fingerprint.json"
 DONE_FILE = "done.json"
@@ -78,16 +78,20 @@ def _flatten(node, prefix: str = "") -> dict:
     return out
 
 
-def unread_sections(cfg, trainer_cls) -> list:
+def unread_sections(cfg) -> list:
     """Config prefixes a trainer never reads: other backbones' ``TRAINER.<KEY>`` nodes, and ``DPC`` for a
-    backbone trainer (the scripts pass the same options to both stages)."""
-    if trainer_cls is None:
-        return []
-    from .dpc import DPCMixin
+    backbone trainer (the scripts pass the same options to both stages).
 
-    own = getattr(trainer_cls, "cfg_key", "")
-    ignored = [f"TRAINER.{key}." for key in cfg.TRAINER if own and key not in (own, "NAME")]
-    if not issubclass(trainer_cls, DPCMixin):
+    Follows the CoOp family's convention that trainer ``X`` (and ``DPC_X``) reads ``TRAINER.<X upper-cased>``;
+    a trainer outside it keeps every key, so nothing that might matter is left out.
+    """
+    name = cfg.TRAINER.NAME
+    dpc = name.startswith("DPC_")
+    own = (name[len("DPC_"):] if dpc else name).upper()
+    if own not in cfg.TRAINER:
+        return []
+    ignored = [f"TRAINER.{key}." for key in cfg.TRAINER if key not in (own, "NAME")]
+    if not dpc:
         ignored.append("DPC.")
     return ignored
 
@@ -103,9 +107,9 @@ def _saved_models(directory: str, epoch) -> dict:
     return found
 
 
-def fingerprint(cfg, trainer_cls=None, eval_only: bool = False, model_dir: str = "", load_epoch=None) -> dict:
+def fingerprint(cfg, eval_only: bool = False, model_dir: str = "", load_epoch=None) -> dict:
     """Everything that determines a run's result, as a flat ``{key: value}`` dict."""
-    ignored = tuple(unread_sections(cfg, trainer_cls))
+    ignored = tuple(unread_sections(cfg))
     values = {key: value for key, value in _flatten(json.loads(json.dumps(cfg, default=str))).items()
               if not key.startswith(ignored)}
     values["eval_only"] = bool(eval_only)

@@ -3,43 +3,16 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
-
-def atomic_write(path: str, write, mode: str = "wb") -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then rename it into place.
-
-    Readers see the old file or the new one, never a half-written one. The file gets the usual
-    permissions (0666 minus the umask), not mkstemp's 0600.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+from .files import atomic_write, atomic_write_text, resume_path
 
 
 def atomic_save(obj, path: str) -> None:
     """torch.save, atomically."""
     atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def save_registered_models(trainer, epoch: int, directory: str, is_best: bool = False, val_result=None,
@@ -64,30 +37,6 @@ def save_registered_models(trainer, epoch: int, directory: str, is_best: bool = 
             atomic_write_text(os.path.join(folder, "checkpoint"), file + "\n")
         if is_best:
             atomic_save(state, os.path.join(folder, "model-best.pth.tar"))
-
-
-def checkpoint_path(directory: str, name: str, epoch: int | None) -> str:
-    """Path of a saved model: a given epoch, else the newest numbered one, else model-best."""
-    folder = os.path.join(directory, name)
-    if epoch is not None and epoch > 0:
-        return os.path.join(folder, f"model.pth.tar-{epoch}")
-    epochs = []
-    if os.path.isdir(folder):
-        for f in os.listdir(folder):
-            if f.startswith("model.pth.tar-") and f.rsplit("-", 1)[1].isdigit():
-                epochs.append(int(f.rsplit("-", 1)[1]))
-    if epochs:
-        return os.path.join(folder, f"model.pth.tar-{max(epochs)}")
-    return os.path.join(folder, "model-best.pth.tar")
-
-
-def resume_path(directory: str, name: str) -> str | None:
-    """The checkpoint Dassl resumes ``name`` from (its 'checkpoint' pointer file), or None."""
-    pointer = os.path.join(directory, name, "checkpoint")
-    if not os.path.isfile(pointer):
-        return None
-    with open(pointer) as f:
-        return os.path.join(directory, name, f.readline().strip())
 
 
 def load_checkpoint(path: str) -> dict:

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from dassl.data.transforms import build_transform
 
 from . import dassl_compat, decoupling
-from .checkpoint import (atomic_write_text, check_classes, checkpoint_path, expected_training_classes,
-                         load_checkpoint, load_state_checked, read_saved_model, restore_training_state, resume_path,
-                         save_registered_models)
+from .checkpoint import (check_classes, expected_training_classes, load_checkpoint, load_state_checked,
+                         read_saved_model, restore_training_state, save_registered_models)
+from .files import atomic_write_text, checkpoint_path, resume_path
 from .config import EVAL_MODES, NEG_SOURCES
 from .image_bank import ImageBank
 from .loss import symmetric_infonce
