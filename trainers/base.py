@@ -16,8 +16,8 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from .clip_loader import effective_precision, load_clip
 from .models.vl_prompts import check_image_size
 from .dpc import dassl_compat
-from .dpc.checkpoint import (check_classes, expected_training_classes, load_state_checked, read_saved_model,
-                             restore_training_state, save_registered_models)
+from .dpc.checkpoint import (check_evaluated_classes, load_state_checked, read_saved_model, restore_training_state,
+                             save_registered_models)
 
 dassl_compat.apply()
 
@@ -98,9 +98,7 @@ class PromptTrainer(TrainerX):
             path, ckpt = read_saved_model(directory, name, epoch)
             if "dpc" in ckpt:
                 raise ValueError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
-            expected, what = expected_training_classes(self.dm.dataset, self.cfg.DATASET.SUBSAMPLE_CLASSES)
-            if expected is not None:
-                check_classes(path, ckpt, expected, what)
+            check_evaluated_classes(path, ckpt, self.dm.dataset, self.cfg.DATASET.SUBSAMPLE_CLASSES)
             load_state_checked(module, ckpt["state_dict"], path,
                                hint="Use the same trainer options (N_CTX, CTX_INIT, CSC, prompt depth, backbone); "
                                     "class-specific contexts (CSC) cannot move to other classes.")

@@ -25,6 +25,8 @@ import torch
 import clip
 from clip.model import build_model
 
+from .dpc.files import error_summary
+
 MODELS_DIR_ENV = "DPC_CLIP_MODELS"
 CUSTOM = "custom"  # MODEL.BACKBONE.NAME for a CLIP file of any architecture (MODEL.BACKBONE.PATH)
 
@@ -153,8 +155,7 @@ def read_state_dict(file: str | os.PathLike) -> dict:
     try:
         state = torch.load(str(file), map_location="cpu", weights_only=False)
     except Exception as err:  # truncated zip ("failed finding central directory"), bad pickle, ...
-        reason = str(err).strip().split(". ")[0]  # torch appends a paragraph of advice
-        raise _damaged(file, f"{type(err).__name__}: {reason}") from err
+        raise _damaged(file, error_summary(err)) from err
     if isinstance(state, dict) and "state_dict" in state and "visual.proj" not in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or "token_embedding.weight" not in state:

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from .files import atomic_write, atomic_write_text, resume_path
+from .files import atomic_write, atomic_write_text, error_summary, resume_path
 
 
 def atomic_save(obj, path: str) -> None:
@@ -52,8 +52,7 @@ def load_checkpoint(path: str) -> dict:
     except FileNotFoundError:
         raise
     except Exception as err:  # truncated zip ("failed finding central directory"), bad pickle, ...
-        reason = str(err).strip().split(". ")[0]  # torch appends a paragraph of advice
-        raise damaged(f"{type(err).__name__}: {reason}") from err
+        raise damaged(error_summary(err)) from err
     if not isinstance(ckpt, dict):
         raise damaged(f"it holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt
@@ -145,6 +144,13 @@ def expected_training_classes(dataset, subsample: str):
         base = getattr(dataset, "base_classnames", None)
         return (list(base) if base is not None else None), "the base classes of the dataset evaluated here"
     return None, ""
+
+
+def check_evaluated_classes(path: str, ckpt: dict, dataset, subsample: str) -> None:
+    """``check_classes`` for a checkpoint evaluated on ``dataset`` (``DATASET.SUBSAMPLE_CLASSES`` ``subsample``)."""
+    expected, what = expected_training_classes(dataset, subsample)
+    if expected is not None:
+        check_classes(path, ckpt, expected, what)
 
 
 def check_classes(path: str, ckpt: dict, expected, what: str) -> None:

@@ -23,6 +23,7 @@ from dassl.data import data_manager
 from dassl.optim import lr_scheduler as dassl_lr_scheduler
 from dassl.utils import torchtools
 
+from .files import error_summary
 from .image_bank import open_image
 
 _applied = False
@@ -74,9 +75,8 @@ def apply() -> None:
             raise
         except Exception as err:  # truncated zip, bad pickle, ...
             folder = os.path.dirname(os.path.abspath(fpath))
-            reason = str(err).strip().split(". ")[0]  # torch appends a paragraph of advice
             raise ValueError(
-                f"cannot resume from checkpoint {fpath} ({type(err).__name__}: {reason}): "
+                f"cannot resume from checkpoint {fpath} ({error_summary(err)}): "
                 "the file is truncated or damaged. Delete it and write the previous epoch's file name "
                 f"(model.pth.tar-<epoch>) into {os.path.join(folder, 'checkpoint')} to resume from there, "
                 "or start again with a fresh --output-dir.") from err

@@ -59,3 +59,10 @@ def resume_path(directory: str, name: str) -> str | None:
         return None
     with open(pointer) as f:
         return os.path.join(directory, name, f.readline().strip())
+
+
+def error_summary(err: BaseException) -> str:
+    """``Type: first sentence`` of an exception, for messages that name a damaged file (torch and PIL
+    append paragraphs of advice that would bury the file name)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0].split('. ')[0]}" if lines else type(err).__name__

@@ -18,6 +18,8 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from PIL import Image
 
+from .files import error_summary
+
 DEFAULT_MAX_BYTES = 4 << 30
 
 IMAGE_HINT = ("A damaged or non-image file (an interrupted download, copy or extraction?) must be replaced "
@@ -35,18 +37,13 @@ class ImageFileError(OSError):
     """An image file cannot be read; the message names the file(s) and says what to do."""
 
 
-def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
 def open_image(path: str, data: Optional[bytes] = None) -> Image.Image:
     """Decode ``path`` (or its bytes ``data``) to an RGB image; any failure names the file."""
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as img:
             return img.convert("RGB")  # decodes everything: a truncated file fails here, not later
     except DECODE_ERRORS as err:
-        raise ImageFileError(f"cannot read image {path} ({_reason(err)}). {IMAGE_HINT}") from err
+        raise ImageFileError(f"cannot read image {path} ({error_summary(err)}). {IMAGE_HINT}") from err
 
 
 def image_problem(path: str) -> Optional[str]:
@@ -68,7 +65,7 @@ def image_problem(path: str) -> Optional[str]:
         with Image.open(path) as img:
             img.load()
     except DECODE_ERRORS as err:
-        return _reason(err)
+        return error_summary(err)
     return None
 
 
@@ -94,7 +91,7 @@ class ImageBank:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as err:
-            raise ImageFileError(f"cannot read negative image {path} ({_reason(err)}). {IMAGE_HINT}") from err
+            raise ImageFileError(f"cannot read negative image {path} ({error_summary(err)}). {IMAGE_HINT}") from err
         self._bytes[index] = data
         self._size += len(data)
         while self._size > self.max_bytes and len(self._bytes) > 1:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from dassl.data.transforms import build_transform
 
 from . import dassl_compat, decoupling
-from .checkpoint import (check_classes, expected_training_classes, load_checkpoint, load_state_checked,
+from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint, load_state_checked,
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
 from .config import EVAL_MODES, NEG_SOURCES
@@ -328,9 +328,7 @@ class DPCMixin:
             if meta is None:
                 raise ValueError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record); evaluate a stage-1 "
                                  f"checkpoint with --trainer {self.dpc_backbone_name()}")
-            expected, what = expected_training_classes(self.dm.dataset, self.cfg.DATASET.SUBSAMPLE_CLASSES)
-            if expected is not None:
-                check_classes(path, ckpt, expected, what)
+            check_evaluated_classes(path, ckpt, self.dm.dataset, self.cfg.DATASET.SUBSAMPLE_CLASSES)
             load_state_checked(module, ckpt["state_dict"], path, keys=decoupling.state_keys(module),
                                hint="Evaluate with the trainer and config the DPC model was trained with.")
             stage1 = meta.get("stage1") or {}
