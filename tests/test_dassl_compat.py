@@ -40,3 +40,30 @@ def test_a_resumed_warmup_scheduler_drives_the_live_optimizer():
         resumed.step()
         after.append(resumed_optim.param_groups[0]["lr"])
     assert after == lrs[2:]
+
+
+def test_dassls_loader_is_patched_under_every_name_it_is_imported_by(tmp_path):
+    """Upstream trainers do ``from dassl.utils import load_checkpoint``; Dassl's trainer does too."""
+    import importlib
+    import types
+
+    import dassl.engine.trainer
+    import dassl.utils
+    from dassl.utils import torchtools
+
+    patched = torchtools.load_checkpoint
+    assert dassl.utils.load_checkpoint is patched and dassl.engine.trainer.load_checkpoint is patched
+    early = types.ModuleType("early_upstream_trainer")  # imported before the patch: holds another function
+    original = lambda path: None  # noqa: E731
+    early.load_checkpoint = early.alias = original
+    import sys
+    sys.modules[early.__name__] = early
+    try:
+        dassl_compat.replace_everywhere(original, patched)
+        assert early.load_checkpoint is patched and early.alias is patched
+    finally:
+        del sys.modules[early.__name__]
+    # what weights_only loading refuses (any pickled object), as Dassl's own checkpoints may hold
+    path = tmp_path / "model.pth.tar-1"
+    torch.save({"state_dict": {}, "epoch": 1, "val_result": importlib.import_module("collections").Counter(a=1)}, path)
+    assert dassl.engine.trainer.load_checkpoint(str(path))["epoch"] == 1

@@ -226,7 +226,7 @@ def test_state_dict_round_trip_restores_both_prompts_and_the_rule(tiny_clip, bat
     state = model.prompt_learner.state_dict()
     assert set(state) == {"parametrizations.ctx.original", "parametrizations.ctx.0.stage1",
                           "parametrizations.ctx.0._extra_state"}
-    assert state["parametrizations.ctx.0._extra_state"] == {"w_train": 0.2, "update": update}
+    assert state["parametrizations.ctx.0._extra_state"].tolist() == [0.2, decoupling.UPDATES.index(update)]
     torch.manual_seed(5)
     fresh = CoOpCLIP(CLASSES, tiny_clip, n_ctx=4)  # different random context
     other = "frozen" if update == "release" else "release"
@@ -246,6 +246,20 @@ def test_checkpoints_without_a_rule_are_read_with_the_frozen_rule(tiny_clip):
     state["parametrizations.ctx.0._extra_state"] = {"w_train": 0.2}
     model.prompt_learner.load_state_dict(state)
     assert next(decoupling.dual_prompts(model)).update == "frozen"
+    state["parametrizations.ctx.0._extra_state"] = {"w_train": 0.5, "update": "release"}  # the dict form
+    model.prompt_learner.load_state_dict(state)
+    dual = next(decoupling.dual_prompts(model))
+    assert (dual.w_train, dual.update) == (0.5, "release")
+
+
+def test_whole_state_dict_arithmetic_works(tiny_clip):
+    """Upstream PromptSRC averages ``model.state_dict()`` entry by entry (every value times a weight)."""
+    model = wrap(coop(tiny_clip), w_b=0.2, update="frozen")
+    state = model.prompt_learner.state_dict()
+    averaged = {k: v * 0.25 + v * 0.75 for k, v in state.items()}
+    model.prompt_learner.load_state_dict(averaged)
+    dual = next(decoupling.dual_prompts(model))
+    assert dual.update == "frozen" and abs(dual.w_train - 0.2) < 1e-12
 
 
 def test_invalid_weights_modes_and_rules_are_rejected(tiny_clip):

@@ -77,3 +77,17 @@ def test_pairs_of_one_class_are_positives_of_each_other():
     assert torch.allclose(ours, reference, rtol=1e-6)
     for a, b in zip(ours_grads, reference_grads):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_per_image_text_gives_each_pair_its_own_conditioned_row():
+    """CoCoOp: text features [L, C, D]; pair j's text is its class under its own image's prompt."""
+    torch.manual_seed(0)
+    image = torch.randn(3, 4)
+    text = torch.randn(3, 5, 4)
+    labels = torch.tensor([4, 0, 4])
+    rows = torch.stack([text[j, labels[j]] for j in range(3)])
+    assert torch.equal(filter_text_features(text, labels), F.normalize(rows, dim=-1))
+    scale = torch.tensor(math.log(10.0))
+    logits = 10.0 * F.normalize(image, dim=-1) @ F.normalize(rows, dim=-1).t()
+    expected = (F.cross_entropy(logits, torch.arange(3)) + F.cross_entropy(logits.t(), torch.arange(3))) / 2
+    assert torch.allclose(symmetric_infonce(image, text, labels, scale), expected)

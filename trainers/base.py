@@ -91,13 +91,17 @@ class PromptTrainer(TrainerX):
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         save_registered_models(self, epoch, directory, is_best, val_result, model_name, self.checkpoint_extras())
 
+    def check_checkpoint_kind(self, path: str, ckpt: dict) -> None:
+        """Refuse a checkpoint this trainer cannot evaluate (DPC trainers override it)."""
+        if "dpc" in ckpt:
+            raise ValueError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
+
     def load_model(self, directory, epoch=None):
         if not directory:
             raise ValueError("no model directory given: --eval-only needs --model-dir (a training output dir)")
         for name, module in self._models.items():
             path, ckpt = read_saved_model(directory, name, epoch)
-            if "dpc" in ckpt:
-                raise ValueError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
+            self.check_checkpoint_kind(path, ckpt)
             check_evaluated_classes(path, ckpt, self.dm.dataset, self.cfg.DATASET.SUBSAMPLE_CLASSES)
             load_state_checked(module, ckpt["state_dict"], path,
                                hint="Use the same trainer options (N_CTX, CTX_INIT, CSC, prompt depth, backbone); "

@@ -9,7 +9,7 @@ from .promptsrc import PromptSRC
 
 @TRAINER_REGISTRY.register()
 class DPC_CoOp(DPCMixin, CoOp):
-    dpc_frozen_image_encoder = True  # CoOp prompts only the text side
+    """The context gets a dual; CoOp's image features are frozen, so the anchors' are reused."""
 
 
 @TRAINER_REGISTRY.register()

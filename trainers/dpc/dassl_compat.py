@@ -10,17 +10,22 @@ Small patches applied once on import:
 - ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and Dassl's scheduler state
   held the successor scheduler object, so resuming a run failed. Checkpoints here are the user's own
   training outputs, so Dassl's loader reads them with ``weights_only=False``; a damaged one is an
-  error naming the file and how to resume from the epoch before.
+  error naming the file and how to resume from the epoch before. The loader is replaced under every
+  name it is reachable by: ``dassl.utils`` and ``dassl.utils.torchtools`` (for later imports) and any
+  module that already did ``from dassl.utils import load_checkpoint`` (Dassl's own trainer, upstream
+  trainers imported before this patch).
 - The data loader's ``read_image`` (``DatasetWrapper.__getitem__``) raises errors naming the image
   file (PIL's "image file is truncated" names none).
 """
 import functools
 import inspect
 import os
+import sys
 
 import torch
 from dassl.data import data_manager
 from dassl.optim import lr_scheduler as dassl_lr_scheduler
+import dassl.utils
 from dassl.utils import torchtools
 
 from .files import error_summary
@@ -81,5 +86,17 @@ def apply() -> None:
                 f"(model.pth.tar-<epoch>) into {os.path.join(folder, 'checkpoint')} to resume from there, "
                 "or start again with a fresh --output-dir.") from err
 
-    torchtools.load_checkpoint = load_checkpoint
+    replace_everywhere(torchtools.load_checkpoint, load_checkpoint)
+    dassl.utils.load_checkpoint = torchtools.load_checkpoint = load_checkpoint
     data_manager.read_image = open_image  # what DatasetWrapper reads every image with
+
+
+def replace_everywhere(original, replacement) -> None:
+    """Rebind every module-level name bound to ``original`` (``from x import f`` copies) to ``replacement``."""
+    for module in list(sys.modules.values()):
+        names = getattr(module, "__dict__", None)
+        if not isinstance(names, dict):
+            continue
+        for name, value in list(names.items()):
+            if value is original:
+                setattr(module, name, replacement)

@@ -25,7 +25,8 @@ The mechanism is ``torch.nn.utils.parametrize``: the backbone keeps reading ``se
 other prompt attribute) and transparently gets the prompt of the current mode. In a state dict
 a wrapped tensor ``ctx`` appears as ``parametrizations.ctx.original`` (``M``) plus the buffer
 ``parametrizations.ctx.0.stage1`` (``P``) and ``parametrizations.ctx.0._extra_state`` (w_b of
-training and the update rule).
+training and the update rule, as a small float64 tensor ``[w_b, rule index in UPDATES]`` so that
+code doing arithmetic on whole state dicts, such as upstream PromptSRC's weight averaging, works).
 """
 from __future__ import annotations
 
@@ -112,11 +113,15 @@ class DualPrompt(nn.Module):
         return prompt.clone()
 
     def get_extra_state(self):
-        return {"w_train": self.w_train, "update": self.update}
+        return torch.tensor([self.w_train, UPDATES.index(self.update)], dtype=torch.float64)
 
     def set_extra_state(self, state):
-        self.w_train = float(state["w_train"])
-        self.update = state.get("update", "frozen")  # stage-2 checkpoints written before the release rule
+        if isinstance(state, dict):  # checkpoints written before the tensor form
+            self.w_train = float(state["w_train"])
+            self.update = state.get("update", "frozen")  # ... and before the release rule
+            return
+        w_train, rule = state.tolist()
+        self.w_train, self.update = float(w_train), UPDATES[round(rule)]
 
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.stage1.shape)}, mode={self.mode}, update={self.update}, "

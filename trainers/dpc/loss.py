@@ -8,8 +8,11 @@ import torch.nn.functional as F
 def filter_text_features(text_features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """L2-normalise the features of all classes and keep the rows of the pairs' labels.
 
-    Equivalent to multiplying by the one-hot selection matrix Q (L x n_classes).
+    Equivalent to multiplying by the one-hot selection matrix Q (L x n_classes). Per-image text
+    features [L, n_classes, D] (CoCoOp) give pair i the row of its class conditioned on its own image.
     """
+    if text_features.dim() == 3:
+        return F.normalize(text_features[torch.arange(labels.shape[0], device=labels.device), labels], dim=-1)
     return F.normalize(text_features, dim=-1)[labels]
 
 
@@ -17,7 +20,8 @@ def symmetric_infonce(image_features: torch.Tensor, text_features: torch.Tensor,
                       logit_scale: torch.Tensor) -> torch.Tensor:
     """Mean of image->text and text->image cross-entropy over the L image-class pairs.
 
-    ``image_features`` [L, D]; ``text_features`` [n_classes, D] (all classes, before filtering);
+    ``image_features`` [L, D]; ``text_features`` [n_classes, D] (all classes, before filtering) or
+    [L, n_classes, D] (conditioned on each pair's image);
     ``labels`` [L] pairs image i with class labels[i]; ``logit_scale`` is CLIP's log temperature.
 
     Targets are ``arange(L)`` as in the release. When two pairs share a class their filtered text

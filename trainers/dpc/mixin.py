@@ -4,32 +4,38 @@
     class DPC_MyLearner(DPCMixin, MyLearner):
         pass
 
-The backbone trainer is used as it is: its ``build_model`` builds and registers the prompt learner,
-then the mixin loads the stage-1 checkpoint into it, gives every learnable prompt tensor its dual
-(``decoupling.attach``), and replaces the training step by the hard-negative optimizer.
+The backbone trainer is used as it is: its ``build_model`` builds and registers the model, its own
+``load_model`` restores the stage-1 checkpoint (frozen tensors included, whatever it restores), then
+the mixin gives every learnable tensor its dual (``decoupling.attach``) and replaces the training step
+by the hard-negative optimizer.
 
-What the mixin needs from the backbone's model (``self.model``): ``encode_image(images)`` and
-``encode_text()`` (features of all classes) and ``logit_scale``; CoOp-style models with
-``image_encoder``, ``text_encoder``, ``prompt_learner`` and ``tokenized_prompts`` work as they are.
-Class attributes a DPC trainer may set:
-- ``dpc_prompt_names``: fnmatch patterns of the prompt tensors (relative to each registered model);
-  default: every trainable parameter of the registered models.
-- ``dpc_frozen_image_encoder``: True when image features do not depend on prompts (CoOp); the
-  anchors' stage-1 features are then reused instead of encoding the anchors twice.
+Features: the mixin watches one forward of the backbone's model and finds the submodules whose outputs
+are the image and text features behind its logits (``features.find_feature_sites``; text may depend on
+the image, as in CoCoOp). When that fails it stops before training and names the one method to define,
+``dpc_features(images) -> (image_features [N, D], text_features [C, D] or [N, C, D])``.
+
+Epoch end: on each epoch's last batch the backbone's own ``forward_backward`` runs once more with its
+optimizer steps disabled, so what it does at epoch end (the learning-rate schedule, PromptSRC's GPA
+inside ``forward_backward``) keeps working. A ``load_state_dict`` it makes on the model then changes
+trained tensors only: the stage-1 prompts P and frozen weights stay as stage 1 left them.
+
+Class attribute: ``dpc_prompt_names``, fnmatch patterns of the tensors that get a dual (relative to each
+registered model); default: every trainable parameter of the registered models.
 
 Backbone loss terms run in parallel with L_CL (paper Sec. 3.3): a backbone trainer that defines
-``regularization_terms(images, image_features, text_features) -> {name: loss}`` (PromptSRC's L_SCL)
-gets those terms added to L_CL in stage 2, computed with P' on the anchors (``DPC.PARALLEL_LOSS``
-turns this off). A DPC trainer can instead override ``dpc_extra_loss``.
+``regularization_terms(images, image_features, text_features) -> {name: loss}`` (PromptSRC's L_SCL,
+KgCoOp's term) gets those terms added to L_CL in stage 2, computed with P' on the anchors
+(``DPC.PARALLEL_LOSS`` turns this off). A DPC trainer can instead override ``dpc_extra_loss``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import re
 
 import torch
-import torch.nn.functional as F
 
 from dassl.data.transforms import build_transform
 
@@ -38,6 +44,7 @@ from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
 from .config import EVAL_MODES, NEG_SOURCES
+from .features import FeatureCapture, cosine_logits, find_feature_sites
 from .image_bank import ImageBank
 from .loss import symmetric_infonce
 from .sampler import HardNegativeSampler, index_by_class
@@ -47,7 +54,6 @@ dassl_compat.apply()
 
 class DPCMixin:
     dpc_prompt_names = None
-    dpc_frozen_image_encoder = False
 
     # ---------------------------------------------------------------- configuration
     def check_cfg(self, cfg):
@@ -76,6 +82,7 @@ class DPCMixin:
         super().build_model()
         d = self.cfg.DPC
         self.dpc_net = getattr(self.model, "module", self.model)  # unwrap DataParallel
+        self.dpc_loading = None
         self.dpc_stage1 = self._dpc_load_stage1() if d.STAGE1_DIR else None
         self.dpc_prompts = {}
         for name, module in self._models.items():
@@ -91,7 +98,7 @@ class DPCMixin:
         print(f"DPC: {n_tensors} prompt tensors get a dual (update {d.UPDATE}, w_b={d.W_BASE:g}, "
               f"w_n={d.W_NEW:g}, base prompt {d.BASE_PROMPT})")
         decoupling.set_mode(self.dpc_net, "train")
-        self.dpc_sampler = self.dpc_bank = None
+        self.dpc_sampler = self.dpc_bank = self.dpc_capture = self.dpc_stage1_text = None
         if self.dpc_stage1 is not None:
             self._dpc_build_sampler()
 
@@ -105,29 +112,51 @@ class DPCMixin:
             "stage 1 when it is missing), or point DPC.STAGE1_DIR / DPC.STAGE1_EPOCH at an existing run."
         )
 
+    @contextlib.contextmanager
+    def _dpc_backbone_loading(self, kind: str):
+        """The backbone's ``load_model`` reads a ``kind`` ('stage1' or 'stage2') checkpoint in the block."""
+        self.dpc_loading = kind
+        try:
+            yield
+        finally:
+            self.dpc_loading = None
+
+    def check_checkpoint_kind(self, path: str, ckpt: dict) -> None:
+        """Called by our backbones' ``load_model``: a stage-1 source must not be a DPC checkpoint, and vice versa."""
+        if self.dpc_loading == "stage1" and "dpc" in ckpt:
+            raise ValueError(f"{path} is a DPC stage-2 checkpoint; DPC.STAGE1_DIR must point to the "
+                             f"{self.dpc_backbone_name()} (stage-1) run")
+        if self.dpc_loading != "stage1" and "dpc" not in ckpt:
+            raise ValueError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record); evaluate a stage-1 "
+                             f"checkpoint with --trainer {self.dpc_backbone_name()}")
+
     def _dpc_load_stage1(self) -> dict:
+        """Restore stage 1 through the backbone's own ``load_model``, after checking every file."""
         d = self.cfg.DPC
         classnames = list(self.dm.dataset.classnames)
-        files = {}
-        for name, module in self._models.items():
+        files, epochs = {}, {}
+        for name in self.get_model_names():
             path = checkpoint_path(d.STAGE1_DIR, name, d.STAGE1_EPOCH)
             if not os.path.isfile(path):
                 raise FileNotFoundError(self._dpc_missing_stage1(path))
             ckpt = load_checkpoint(path)
-            if "dpc" in ckpt:
-                raise ValueError(f"{path} is a DPC stage-2 checkpoint; DPC.STAGE1_DIR must point to the "
-                                 f"{self.dpc_backbone_name()} (stage-1) run")
+            self.dpc_loading = "stage1"
+            self.check_checkpoint_kind(path, ckpt)
+            self.dpc_loading = None
             check_classes(path, ckpt, classnames, "the classes stage 2 trains on (use the same dataset, "
                           "DATASET.SUBSAMPLE_CLASSES base and seed for both stages; to evaluate a trained DPC "
                           "model, leave DPC.STAGE1_DIR empty)")
-            load_state_checked(
-                module, ckpt.get("state_dict", ckpt), path,
-                keys=decoupling.trainable_names(module, self.dpc_prompt_names),
-                hint=f"Stage 1 must be a --trainer {self.dpc_backbone_name()} run with the same trainer options "
-                     "(N_CTX, CTX_INIT, CSC, prompt depth, backbone) and classes as stage 2.")
             files[name] = os.path.abspath(path)
-            epoch = ckpt.get("epoch")
-            print(f"DPC: loaded stage-1 {name} from {path} (epoch {epoch})")
+            match = re.search(r"model\.pth\.tar-(\d+)$", path)
+            epochs[name] = int(match.group(1)) if match else None  # None: Dassl's model-best.pth.tar
+        if len(set(epochs.values())) != 1:
+            raise ValueError(f"the models of the stage-1 run {d.STAGE1_DIR} were saved at different epochs "
+                             f"{epochs}: set DPC.STAGE1_EPOCH")
+        epoch = next(iter(epochs.values()))
+        with self._dpc_backbone_loading("stage1"):
+            super().load_model(d.STAGE1_DIR, epoch)
+        print(f"DPC: stage 1 restored by {self.dpc_backbone_name()}.load_model from {d.STAGE1_DIR} "
+              f"({'epoch ' + str(epoch) if epoch else 'model-best'})")
         return {"dir": os.path.abspath(d.STAGE1_DIR), "epoch": epoch, "files": files,
                 "trainer": self.dpc_backbone_name()}
 
@@ -150,17 +179,44 @@ class DPCMixin:
         print(f"DPC: negatives from {len(items)} {d.NEG_SOURCE} images of {num_classes} base classes, K={d.TOPK}")
 
     # ---------------------------------------------------------------- features
-    def dpc_encode_image(self, images):
-        net = self.dpc_net
-        if hasattr(net, "encode_image"):
-            return net.encode_image(images)
-        return net.image_encoder(images.type(net.dtype))
+    def dpc_features(self, images):
+        """(image features [N, D], text features of all classes [C, D] or per image [N, C, D]) under the
+        current prompts, as the backbone's forward computes them. Override it when the mixin cannot find
+        them (it says so before training); the default runs the model's forward and reads them there."""
+        return self.dpc_capture(images)
 
-    def dpc_encode_text(self):
-        net = self.dpc_net
-        if hasattr(net, "encode_text"):
-            return net.encode_text()
-        return net.text_encoder(net.prompt_learner(), net.tokenized_prompts)
+    def _dpc_custom_features(self) -> bool:
+        return type(self).dpc_features is not DPCMixin.dpc_features
+
+    def _dpc_find_features(self):
+        """Locate the feature sites in the backbone's forward (once, before training)."""
+        size = self.cfg.INPUT.SIZE
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        probe = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0)).to(self.device)
+        sites = find_feature_sites(self.dpc_net, probe, self.dm.num_classes)
+        self.dpc_capture = FeatureCapture(self.dpc_net, sites)
+        text = "per image" if sites.conditioned else "shared by all images"
+        image = "frozen (anchors' stage-1 features reused)" if self.dpc_capture.can_reuse_anchors() else "prompted"
+        print(f"DPC: features read from {sites.image} (image, {image}) and {sites.text} (text, {text}) "
+              f"in {type(self.dpc_net).__name__}.forward")
+
+    def _dpc_stage1_features(self, images):
+        """Anchors' image features and the text features under the stage-1 prompts P (no gradients)."""
+        with torch.no_grad(), decoupling.mode(self.dpc_net, "stage1"):
+            if self._dpc_custom_features():
+                return self.dpc_features(images)
+            fixed = self.dpc_capture.can_fix_text()  # text of P does not change: computed once
+            image, text = self.dpc_capture(images, text=self.dpc_stage1_text if fixed else None)
+            if fixed:
+                self.dpc_stage1_text = text
+            return image, text
+
+    def _dpc_train_features(self, images, anchor_features):
+        """Features of anchors + negatives under P' (with gradients)."""
+        if self._dpc_custom_features():
+            return self.dpc_features(images)
+        reuse = self.dpc_capture.can_reuse_anchors()
+        return self.dpc_capture(images, anchors=anchor_features if reuse else None)
 
     # ---------------------------------------------------------------- training
     def resume_model_if_exist(self, directory):
@@ -196,17 +252,17 @@ class DPCMixin:
             raise ValueError("DPC.STAGE1_DIR is empty: stage 2 needs the stage-1 run of "
                              f"{self.dpc_backbone_name()}. " + self._dpc_missing_stage1("<DPC.STAGE1_DIR>"))
         super().before_train()
-        with torch.no_grad(), decoupling.mode(self.dpc_net, "stage1"):
-            self.dpc_stage1_text = F.normalize(self.dpc_encode_text().float(), dim=-1)
+        if not self._dpc_custom_features():
+            self._dpc_find_features()
+        print(f"DPC: each epoch's last batch also runs {self.dpc_backbone_name()}.forward_backward without its "
+              "optimizer step, for what it does at epoch end (learning-rate schedule, weight averaging)")
         atomic_write_text(os.path.join(self.output_dir, "dpc_stage1.json"),
                           json.dumps(self.dpc_stage1, indent=2) + "\n")
 
     def dpc_batch(self, images, labels):
         """Sample hard negatives for a batch of anchors: (negative images, pair labels, anchors' stage-1 features)."""
-        with torch.no_grad(), decoupling.mode(self.dpc_net, "stage1"):
-            anchor_features = self.dpc_encode_image(images)
-            scores = F.normalize(anchor_features.float(), dim=-1) @ self.dpc_stage1_text.t()
-        picked = self.dpc_sampler.sample(scores, labels)
+        anchor_features, text_features = self._dpc_stage1_features(images)
+        picked = self.dpc_sampler.sample(cosine_logits(anchor_features, text_features), labels)
         negatives = self.dpc_bank.load(picked.neg_items).to(images.device, images.dtype)
         pair_labels = torch.cat([labels, torch.tensor(picked.neg_labels, dtype=labels.dtype, device=labels.device)])
         return negatives, pair_labels, anchor_features
@@ -214,18 +270,13 @@ class DPCMixin:
     def dpc_loss(self, images, labels):
         """L_CL over anchors and hard negatives, plus the backbone's parallel terms: (loss, logged values)."""
         negatives, pair_labels, anchor_features = self.dpc_batch(images, labels)
-        if self.dpc_frozen_image_encoder:
-            with torch.no_grad():
-                parts = [anchor_features]
-                if len(negatives):
-                    parts.append(self.dpc_encode_image(negatives))
-                image_features = torch.cat(parts)
-        else:
-            image_features = self.dpc_encode_image(torch.cat([images, negatives]) if len(negatives) else images)
-        text_features = self.dpc_encode_text()
+        pairs = torch.cat([images, negatives]) if len(negatives) else images
+        image_features, text_features = self._dpc_train_features(pairs, anchor_features)
         loss = symmetric_infonce(image_features, text_features, pair_labels, self.dpc_net.logit_scale)
         logged = {"loss_cl": loss.item(), "pairs": len(pair_labels)}
-        extra = self.dpc_extra_loss(images, labels, image_features[:len(images)], text_features)
+        n = len(images)
+        anchor_text = text_features[:n] if text_features.dim() == 3 else text_features
+        extra = self.dpc_extra_loss(images, labels, image_features[:n], anchor_text)
         if isinstance(extra, torch.Tensor):
             extra = {"extra": extra}
         for name, term in (extra or {}).items():
@@ -237,8 +288,9 @@ class DPCMixin:
         """The backbone's own loss terms, added to L_CL in parallel: a tensor, {name: tensor} or None.
 
         Called in ``train`` mode with the anchors, their features under P' and the text features
-        of all base classes under P' (the tensors L_CL uses). By default the backbone trainer's
-        ``regularization_terms`` when it has them and ``DPC.PARALLEL_LOSS`` is on.
+        of all base classes under P' ([C, D], or the anchors' own [B, C, D] for per-image text): the
+        tensors L_CL uses. By default the backbone trainer's ``regularization_terms`` when it has them
+        and ``DPC.PARALLEL_LOSS`` is on.
         """
         terms = getattr(self, "regularization_terms", None)
         if terms is None or not self.cfg.DPC.PARALLEL_LOSS:
@@ -262,8 +314,32 @@ class DPCMixin:
             loss, logged = self.dpc_loss(images, labels)
             self.model_backward_and_update(loss)
         if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
+            self._dpc_end_of_epoch(batch)
         return {"loss": loss.item(), **logged}
+
+    def _dpc_end_of_epoch(self, batch):
+        """The backbone's ``forward_backward`` on the last batch, optimizer steps off: its epoch-end work runs."""
+        lr_updates = []
+        update_lr = self.update_lr
+        with contextlib.ExitStack() as stack:
+            for optim in {id(o): o for o in self._optims.values() if o is not None}.values():
+                stack.enter_context(_disabled(optim, "step"))
+            scaler = getattr(self, "scaler", None)
+            if scaler is not None:
+                stack.enter_context(_disabled(scaler, "step", "update"))
+            blocked = {}
+            for model in {id(m): m for m in (self.model, self.dpc_net)}.values():
+                stack.enter_context(_trained_tensors_only(model, blocked))
+            stack.enter_context(_replaced(self, "update_lr", lambda *a, **k: lr_updates.append(update_lr(*a, **k))))
+            super().forward_backward(batch)
+        self.model_zero_grad()
+        if not lr_updates:
+            self.update_lr()
+        if blocked:
+            worst = max(blocked.values())
+            print(f"DPC: {self.dpc_backbone_name()}.forward_backward loaded a state dict at epoch {self.epoch + 1}; "
+                  f"its {len(blocked)} frozen tensors (e.g. {next(iter(blocked))}, changed by up to {worst:.3g}) were "
+                  "kept as stage 1 left them, so P and the frozen weights stay exact; trained tensors were loaded")
 
     # ---------------------------------------------------------------- evaluation
     def dpc_eval_mode(self) -> str:
@@ -319,18 +395,70 @@ class DPCMixin:
         save_registered_models(self, epoch, directory, is_best, val_result, model_name, self.checkpoint_extras())
 
     def load_model(self, directory, epoch=None):
-        """Load a DPC stage-2 checkpoint (M and the frozen P of every prompt tensor) for evaluation."""
+        """Load a DPC stage-2 checkpoint for evaluation: the backbone's own ``load_model`` restores what it
+        restores (frozen tensors included), then every dual (M, P, w_b and rule) is loaded and checked."""
         if not directory:
             raise ValueError("--model-dir is required to evaluate a DPC model")
-        for name, module in self._models.items():
+        saved = {}
+        for name in self.get_model_names():
             path, ckpt = read_saved_model(directory, name, epoch)
-            meta = ckpt.get("dpc")
-            if meta is None:
-                raise ValueError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record); evaluate a stage-1 "
-                                 f"checkpoint with --trainer {self.dpc_backbone_name()}")
+            self.check_checkpoint_kind(path, ckpt)
             check_evaluated_classes(path, ckpt, self.dm.dataset, self.cfg.DATASET.SUBSAMPLE_CLASSES)
+            saved[name] = (path, ckpt)
+        with self._dpc_backbone_loading("stage2"):
+            super().load_model(directory, epoch)
+        for name, module in self._models.items():
+            path, ckpt = saved[name]
             load_state_checked(module, ckpt["state_dict"], path, keys=decoupling.state_keys(module),
                                hint="Evaluate with the trainer and config the DPC model was trained with.")
+            meta = ckpt["dpc"]
             stage1 = meta.get("stage1") or {}
             print(f"Loaded DPC {name} from {path} (epoch {ckpt.get('epoch')}; stage 1: {stage1.get('dir')}, "
                   f"trained with update {meta.get('update', 'frozen')}, w_b={meta.get('w_base')}, K={meta.get('topk')})")
+
+
+@contextlib.contextmanager
+def _replaced(obj, name: str, value):
+    """``obj.name`` is ``value`` (an instance attribute) during the block."""
+    missing = object()
+    previous = obj.__dict__.get(name, missing)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        if previous is missing:
+            delattr(obj, name)
+        else:
+            setattr(obj, name, previous)
+
+
+@contextlib.contextmanager
+def _disabled(obj, *methods: str):
+    """The named methods of ``obj`` do nothing during the block."""
+    with contextlib.ExitStack() as stack:
+        for method in methods:
+            stack.enter_context(_replaced(obj, method, lambda *a, **k: None))
+        yield
+
+
+@contextlib.contextmanager
+def _trained_tensors_only(model, blocked: dict):
+    """``model.load_state_dict`` changes only trainable parameters during the block; the largest change
+    refused for each other tensor is recorded in ``blocked``."""
+    load = model.load_state_dict
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+
+    def load_trained_only(state_dict, *args, **kwargs):
+        own = model.state_dict()
+        kept = dict(state_dict)
+        for key, value in state_dict.items():
+            if key in own and key not in trainable:
+                if torch.is_tensor(value) and torch.is_tensor(own[key]) and value.shape == own[key].shape:
+                    change = (value.to(own[key].device).double() - own[key].double()).abs().max().item()
+                    if change > 0:
+                        blocked[key] = max(change, blocked.get(key, 0.0))
+                kept[key] = own[key]
+        return load(kept, *args, **kwargs)
+
+    with _replaced(model, "load_state_dict", load_trained_only):
+        yield

@@ -1,0 +1,251 @@
+"""Where a backbone's forward computes its image and text features, found by watching one forward pass.
+
+DPC needs the features behind a backbone's logits: image features [N, D] and the text features of all
+classes, [C, D], or [N, C, D] when the text depends on the image (CoCoOp). Instead of guessing from
+attribute names how to call the encoders (MaPLe's need deep prompts as arguments, CoCoOp's text
+encoder needs the image features), ``find_feature_sites`` runs the model's own forward once on a
+probe batch, with hooks on every submodule, and picks
+
+- the image site: an outermost submodule that receives the images and returns [N, D];
+- the text site: an outermost submodule returning [C, D] (once, or once per image) or [N, C, D];
+
+such that ``logit_scale * cos(image, text)`` reproduces the logits the forward returns.
+``FeatureCapture`` then hooks those two modules and runs the same forward to get the features, with
+gradients, in whatever prompt mode the model is in. Two shortcuts keep the cost at what the old
+hand-written calls had, both exact:
+
+- ``text``: a fixed text output (stage-1 text of shared prompts) is returned instead of recomputed;
+- ``anchors``: when the image features depend on no trainable tensor and the image site takes the
+  images as its only argument, the first rows are given (features already computed) and only the
+  other images are encoded.
+
+The forward runs with the model's modules in eval mode (gradients on): upstream forwards return their
+own training loss in training mode (often needing labels) and logits in eval mode.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FEATURES_METHOD = "dpc_features"
+FEATURES_EXAMPLE = f"""\
+    class DPC_MyLearner(DPCMixin, MyLearner):
+        def {FEATURES_METHOD}(self, images):
+            m = self.model                       # as MyLearner's forward computes them
+            prompts = m.prompt_learner()
+            image_features = m.image_encoder(images.type(m.dtype))
+            text_features = m.text_encoder(prompts, m.tokenized_prompts)
+            return image_features, text_features  # [N, D] and [C, D] (or [N, C, D])"""
+
+
+class FeatureDiscoveryError(ValueError):
+    pass
+
+
+@dataclass
+class FeatureSites:
+    image: str  # dotted name of the submodule whose output is the image features
+    text: str  # ... the text features
+    conditioned: bool  # text features per image: [N, C, D]
+    frozen_image: bool  # no trainable tensor feeds the image features
+    image_takes_only_images: bool  # the image site is called as module(images)
+    text_calls: int  # calls of the text site per forward (N for per-image text, else 1)
+    logit_scale: torch.Tensor  # CLIP's log temperature as the model uses it
+
+
+@dataclass
+class _Call:
+    name: str
+    output: torch.Tensor
+    is_image: bool  # took the images, returned one row per image
+    only_images: bool  # ... and took nothing else
+
+
+def model_logits(output, n_images: int, n_classes: int) -> torch.Tensor:
+    """The logits [N, C] in what a forward returns (a tensor, or the first fitting tensor of a tuple)."""
+    items = output if isinstance(output, (tuple, list)) else (output,)
+    for item in items:
+        if torch.is_tensor(item) and tuple(item.shape) == (n_images, n_classes):
+            return item
+    shapes = [tuple(i.shape) if torch.is_tensor(i) else type(i).__name__ for i in items]
+    raise FeatureDiscoveryError(f"the model's forward returned {shapes}, no logits of shape {(n_images, n_classes)}")
+
+
+def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities [N, C] for shared ([C, D]) or per-image ([N, C, D]) text features."""
+    image = F.normalize(image_features.float(), dim=-1)
+    text = F.normalize(text_features.float(), dim=-1)
+    if text.dim() == 3:
+        return torch.einsum("nd,ncd->nc", image, text)
+    return image @ text.t()
+
+
+@contextlib.contextmanager
+def eval_modules(model: nn.Module):
+    """Modules in eval mode for the block (restoring each module's own flag afterwards)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def replaced_forward(module: nn.Module, forward):
+    """``module(...)`` calls ``forward`` instead during the block (hooks still run)."""
+    missing = object()
+    previous = module.__dict__.get("forward", missing)
+    module.forward = forward
+    try:
+        yield
+    finally:
+        if previous is missing:
+            del module.forward
+        else:
+            module.forward = previous
+
+
+def _outermost(names: List[str]) -> List[str]:
+    return [n for n in names if not any(n.startswith(other + ".") for other in names if other != n)]
+
+
+def find_feature_sites(model: nn.Module, images: torch.Tensor, n_classes: int) -> FeatureSites:
+    """Watch ``model(images)`` (run here, in eval mode with gradients) and locate its feature sites."""
+    n = images.shape[0]
+    calls: List[_Call] = []
+
+    def watch(name):
+        def hook(module, args, kwargs, output):
+            if not torch.is_tensor(output) or output.dim() not in (2, 3):
+                return
+            takes_images = bool(args) and torch.is_tensor(args[0]) and args[0].shape == images.shape
+            is_image = takes_images and output.dim() == 2 and output.shape[0] == n
+            is_text = (output.dim() == 2 and output.shape[0] == n_classes) or \
+                      (output.dim() == 3 and tuple(output.shape[:2]) == (n, n_classes))
+            if is_image or is_text:
+                calls.append(_Call(name, output, is_image, is_image and len(args) == 1 and not kwargs))
+        return hook
+
+    handles = [m.register_forward_hook(watch(name), with_kwargs=True)
+               for name, m in model.named_modules() if name]
+    try:
+        with eval_modules(model), torch.enable_grad():
+            logits = model_logits(model(images), n, n_classes).detach().float()
+    finally:
+        for h in handles:
+            h.remove()
+
+    image_names = _outermost(list(dict.fromkeys(c.name for c in calls if c.is_image)))
+    text_names = _outermost(list(dict.fromkeys(c.name for c in calls if not c.is_image)))
+    scale = _logit_scale(model, logits)
+    tried = []
+    for image_name in image_names:
+        image_calls = calls_of(calls, image_name)
+        if len(image_calls) != 1:
+            continue
+        image = image_calls[0].output
+        for text_name in text_names:
+            text_calls = calls_of(calls, text_name)
+            text = _text_output(text_calls, n)
+            if text is None or text.shape[-1] != image.shape[-1]:
+                continue
+            recon = scale.exp().float() * cosine_logits(image.detach(), text.detach())
+            error = (recon - logits).abs().max().item()
+            tried.append(f"{image_name} + {text_name}: max logit error {error:.3g}")
+            if error <= _tolerance(logits, image.dtype):
+                return FeatureSites(image=image_name, text=text_name, conditioned=text.dim() == 3,
+                                    frozen_image=not image.requires_grad,
+                                    image_takes_only_images=image_calls[0].only_images,
+                                    text_calls=len(text_calls), logit_scale=scale)
+    found = "; ".join(tried) or (f"image candidates {image_names or 'none'}, text candidates {text_names or 'none'}")
+    raise FeatureDiscoveryError(
+        f"DPC could not find where {type(model).__name__}.forward computes its image and text features "
+        f"(it looks for a submodule taking the images and returning [N, D], and one returning the text "
+        f"features [{n_classes}, D] or [N, {n_classes}, D], whose cosine similarities times logit_scale give "
+        f"the model's logits; found: {found}). Define the one method DPC needs, `{FEATURES_METHOD}`, in your "
+        f"DPC trainer:\n{FEATURES_EXAMPLE}\n(see README, 'Using DPC in your own CoOp-family repository').")
+
+
+def calls_of(calls: List[_Call], name: str) -> List[_Call]:
+    return [c for c in calls if c.name == name]
+
+
+def _text_output(text_calls: List[_Call], n: int) -> Optional[torch.Tensor]:
+    """Text features of one forward: one [C, D] or [N, C, D] call, or one [C, D] call per image."""
+    if len(text_calls) == 1:
+        return text_calls[0].output
+    if len(text_calls) == n and all(c.output.dim() == 2 for c in text_calls):
+        return torch.stack([c.output for c in text_calls])
+    return None
+
+
+def _logit_scale(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    scale = getattr(model, "logit_scale", None)
+    if torch.is_tensor(scale) and scale.numel() == 1:
+        return scale
+    raise FeatureDiscoveryError(
+        f"{type(model).__name__} has no `logit_scale` (CLIP's log temperature, as in every CoOp-family model); "
+        f"DPC's contrastive loss needs it: set `self.logit_scale = clip_model.logit_scale` in the model")
+
+
+def _tolerance(logits: torch.Tensor, dtype: torch.dtype) -> float:
+    relative = 1e-3 if dtype in (torch.float32, torch.float64) else 3e-2
+    return relative * max(logits.abs().max().item(), 1.0)
+
+
+class FeatureCapture:
+    """Runs the model's forward and returns the features at its two sites."""
+
+    def __init__(self, model: nn.Module, sites: FeatureSites):
+        modules = dict(model.named_modules())
+        self.model, self.sites = model, sites
+        self.image_module, self.text_module = modules[sites.image], modules[sites.text]
+
+    def can_reuse_anchors(self) -> bool:
+        return self.sites.frozen_image and self.sites.image_takes_only_images
+
+    def can_fix_text(self) -> bool:
+        return not self.sites.conditioned and self.sites.text_calls == 1
+
+    def __call__(self, images: torch.Tensor, text: torch.Tensor | None = None,
+                 anchors: torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(image features [N, D], text features [C, D] or [N, C, D]) of ``images``.
+
+        ``text``: the text site's output to use instead of running it (``can_fix_text``).
+        ``anchors``: image features of the first images (``can_reuse_anchors``).
+        """
+        image_out, text_out = [], []
+        handles = [self.image_module.register_forward_hook(lambda m, a, o: image_out.append(o)),
+                   self.text_module.register_forward_hook(lambda m, a, o: text_out.append(o))]
+        with contextlib.ExitStack() as stack:
+            stack.callback(lambda: [h.remove() for h in handles])
+            if text is not None:
+                stack.enter_context(replaced_forward(self.text_module, lambda *args, **kwargs: text))
+            if anchors is not None:
+                stack.enter_context(replaced_forward(self.image_module, self._encode_after(anchors)))
+            stack.enter_context(eval_modules(self.model))
+            self.model(images)
+        if len(image_out) != 1:
+            raise RuntimeError(f"{self.sites.image} ran {len(image_out)} times in one forward; expected once")
+        if self.sites.conditioned and len(text_out) > 1:
+            return image_out[0], torch.stack(text_out)
+        if len(text_out) != 1:
+            raise RuntimeError(f"{self.sites.text} ran {len(text_out)} times in one forward; expected once")
+        return image_out[0], text_out[0]
+
+    def _encode_after(self, anchors: torch.Tensor):
+        encode = type(self.image_module).forward.__get__(self.image_module)
+        k = anchors.shape[0]
+
+        def forward(images):
+            if images.shape[0] == k:
+                return anchors
+            return torch.cat([anchors.to(images.device), encode(images[k:]).to(anchors.dtype)])
+        return forward
