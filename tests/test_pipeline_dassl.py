@@ -237,6 +237,22 @@ def dpc_stage2(workspace, *opts, dataset="eurosat", stage1=None):
     return proc, proc.stdout + logs(out)
 
 
+def build_stage2(workspace, *opts, dataset="eurosat", stage1=None):
+    """A DPC_CoOp stage-2 trainer built in this process (where bad input must already fail)."""
+    stage1 = stage1 or run_dir(workspace, "train_base", "CoOp", COOP_CFG)
+    out = tempfile.mkdtemp(prefix="bad_", dir=workspace["root"])
+    return build_trainer_for(workspace, "DPC_CoOp", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml", out,
+                             "DATASET.SUBSAMPLE_CLASSES", "base", "DPC.STAGE1_DIR", str(stage1), *SMALL_K, *opts,
+                             dataset=dataset)
+
+
+def test_bad_input_stops_train_py_before_training(workspace, dpc_pipeline):
+    proc, printed = dpc_stage2(workspace, "DPC.W_BASE", "0.0")
+    assert proc.returncode != 0
+    assert "DPC.W_BASE must be in (0, 1]" in proc.stderr
+    assert "epoch [" not in printed
+
+
 @pytest.mark.parametrize("opts, message", [
     (["DPC.W_BASE", "0.0"], "DPC.W_BASE must be in (0, 1]"),
     (["DPC.W_NEW", "1.5"], "DPC.W_NEW must be in [0, 1]"),
@@ -244,25 +260,22 @@ def dpc_stage2(workspace, *opts, dataset="eurosat", stage1=None):
     (["DPC.NEG_SOURCE", "web"], "DPC.NEG_SOURCE must be one of"),
     (["TRAINER.COOP.CTX_INIT", "", "TRAINER.COOP.N_CTX", "8"], "has shape (4, 64) in the checkpoint but (8, 64)"),
 ])
-def test_bad_input_is_rejected_before_training(workspace, dpc_pipeline, opts, message):
-    proc, printed = dpc_stage2(workspace, *opts)
-    assert proc.returncode != 0
-    assert message in proc.stderr
-    assert "epoch [" not in printed
+def test_bad_input_is_rejected_when_the_trainer_is_built(workspace, dpc_pipeline, opts, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_stage2(workspace, *opts)
 
 
 def test_missing_stage1_names_the_path_and_the_command(workspace):
-    proc, _ = dpc_stage2(workspace, stage1=workspace["root"] / "nowhere")
-    assert proc.returncode != 0
+    with pytest.raises(FileNotFoundError) as err:
+        build_stage2(workspace, stage1=workspace["root"] / "nowhere")
     expected = str(workspace["root"] / "nowhere" / "prompt_learner" / "model-best.pth.tar")
-    assert f"DPC stage-1 checkpoint not found: {expected}" in proc.stderr
-    assert "bash scripts/coop/base2new_train.sh <dataset> 1" in proc.stderr
+    assert f"DPC stage-1 checkpoint not found: {expected}" in str(err.value)
+    assert "bash scripts/coop/base2new_train.sh <dataset> 1" in str(err.value)
 
 
 def test_stage1_from_other_classes_is_rejected(workspace, dpc_pipeline):
-    proc, printed = dpc_stage2(workspace, dataset="dtd")
-    assert proc.returncode != 0
-    assert "other classes" in proc.stderr and "epoch [" not in printed
+    with pytest.raises(ValueError, match="other classes"):
+        build_stage2(workspace, dataset="dtd")
 
 
 def test_stage1_checkpoint_cannot_be_evaluated_as_dpc(workspace, dpc_pipeline):
@@ -453,12 +466,11 @@ def test_changed_options_never_reuse_a_finished_run(workspace, dpc_pipeline):
 @pytest.mark.parametrize("subsample", ["base", "new"])
 def test_a_checkpoint_is_not_evaluated_on_another_datasets_classes(workspace, dpc_pipeline, subsample):
     for trainer, cfg in (("CoOp", f"CoOp/{COOP_CFG}"), ("DPC_CoOp", f"DPC/CoOp/{DPC_CFG}")):
-        proc = train_py(workspace, "--trainer", trainer, "--config-file", f"configs/trainers/{cfg}.yaml",
-                        "--output-dir", str(workspace["root"] / f"dtd_eval_{trainer}_{subsample}"), "--eval-only",
-                        "--model-dir", str(run_dir(workspace, "train_base", trainer, cfg.rsplit("/", 1)[1])),
-                        "--load-epoch", "2", "DATASET.SUBSAMPLE_CLASSES", subsample, dataset="dtd", check=False)
-        assert proc.returncode != 0 and "was trained on other classes" in proc.stderr, trainer
-        assert not (workspace["root"] / f"dtd_eval_{trainer}_{subsample}" / "done.json").exists()
+        evaluator = build_trainer_for(workspace, trainer, f"configs/trainers/{cfg}.yaml",
+                                      workspace["root"] / f"dtd_eval_{trainer}_{subsample}",
+                                      "DATASET.SUBSAMPLE_CLASSES", subsample, dataset="dtd")
+        with pytest.raises(ValueError, match="was trained on other classes"):
+            evaluator.load_model(str(run_dir(workspace, "train_base", trainer, cfg.rsplit("/", 1)[1])), epoch=2)
 
 
 def test_a_stage1_checkpoint_without_class_names_is_used_with_a_warning(workspace, dpc_pipeline):
