@@ -1,5 +1,6 @@
-"""The upstream-shaped trainers (tests/upstream_shapes.py) work as backbones with real Dassl, built through
-train.py's command line: they train, save with Dassl's save_model and reload with their own load_model."""
+"""The upstream-shaped trainers (tests/upstream_shapes.py) with real Dassl, built through train.py's command
+line: they work as backbones (train, save with Dassl's save_model, reload with their own load_model), and
+DPC works with each of them through the one-line registration ``class DPC_X(DPCMixin, X): pass``."""
 import importlib.util
 import os
 
@@ -29,8 +30,9 @@ def workspace(tmp_path_factory):
     return {"root": root, "clip": clip_file, "cache": {}}
 
 
-def build(workspace, trainer, out, epochs=1):
-    """A trainer built from train.py's command line: EuroSAT base classes (3), 4 shots, batch 4, tiny CLIP."""
+def build(workspace, trainer, out, epochs=1, *opts):
+    """A trainer built from train.py's command line: EuroSAT base classes (3), 4 shots, batch 4, tiny CLIP;
+    ``opts``: more yacs options."""
     import train
 
     args = train.parse_args([
@@ -40,7 +42,7 @@ def build(workspace, trainer, out, epochs=1):
         "DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base",
         "MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", workspace["clip"], "INPUT.SIZE", "(32,32)",
         "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TEST.BATCH_SIZE", "8",
-        "OPTIM.MAX_EPOCH", str(epochs), "TEST.NO_TEST", "True", "TRAIN.PRINT_FREQ", "100"])
+        "OPTIM.MAX_EPOCH", str(epochs), "TEST.NO_TEST", "True", "TRAIN.PRINT_FREQ", "100", *opts])
     return train.build(train.setup_cfg(args))
 
 
@@ -151,3 +153,125 @@ def test_importing_twice_registers_once():
     spec.loader.exec_module(again)  # a second copy of the module (as a reload or a path import would make)
     for name in SHAPES:
         assert getattr(again, name) is TRAINER_REGISTRY.get(name) is getattr(upstream_shapes, name)
+
+
+# ------------------------------------------------------------------------------------ DPC on each shape
+from trainers.dpc import DPCMixin, decoupling  # noqa: E402
+
+
+@upstream_shapes.register
+class DPC_UpCoOp(DPCMixin, upstream_shapes.UpCoOp): pass  # noqa: E701
+
+
+@upstream_shapes.register
+class DPC_UpCoCoOp(DPCMixin, upstream_shapes.UpCoCoOp): pass  # noqa: E701
+
+
+@upstream_shapes.register
+class DPC_UpMaPLe(DPCMixin, upstream_shapes.UpMaPLe): pass  # noqa: E701
+
+
+@upstream_shapes.register
+class DPC_UpPromptSRC(DPCMixin, upstream_shapes.UpPromptSRC): pass  # noqa: E701
+
+
+@upstream_shapes.register
+class DPC_UpKgCoOp(DPCMixin, upstream_shapes.UpKgCoOp): pass  # noqa: E701
+
+
+DPC_OPTS = ["DPC.TOPK", "2", "DPC.W_NEW", "0.0"]
+
+
+def logits_of(trainer, images):
+    with torch.no_grad():
+        return eval_logits(trainer, images)
+
+
+def dpc_trained(workspace, name):
+    """``(DPC trainer, its output dir, what it printed)`` after stage 2 on the shape's stage 1, once per module."""
+    key = f"DPC_{name}"
+    if key not in workspace["cache"]:
+        stage1, stage1_out, _ = trained(workspace, name)
+        out = workspace["root"] / key
+        import contextlib
+        import io
+
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            dpc = build(workspace, key, out, EPOCHS.get(name, 1), "DPC.STAGE1_DIR", str(stage1_out), *DPC_OPTS)
+            before = {k: v.detach().clone() for k, v in dpc.model.state_dict().items()}
+            dpc.train()
+        workspace["cache"][key] = dpc, out, printed.getvalue(), before
+    return workspace["cache"][key]
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_dpc_works_on_the_shape_with_the_one_line_registration(workspace, name):
+    stage1, stage1_out, images = trained(workspace, name)
+    epochs = EPOCHS.get(name, 1)
+    # the backbone's own evaluation of its stage 1, on base and on new classes
+    backbone = build(workspace, name, workspace["root"] / f"{name}_base_eval", epochs)
+    backbone.load_model(str(stage1_out), epoch=epochs)
+    new_backbone = build(workspace, name, workspace["root"] / f"{name}_new_eval", epochs,
+                         "DATASET.SUBSAMPLE_CLASSES", "new")
+    new_backbone.load_model(str(stage1_out), epoch=epochs)
+    new_images = next(iter(new_backbone.test_loader))["img"]
+
+    dpc, out, printed, before = dpc_trained(workspace, name)
+    assert "DPC: features read from " in printed
+    # stage 2 starts from the backbone's stage 1 exactly
+    start = build(workspace, f"DPC_{name}", workspace["root"] / f"DPC_{name}_start", epochs,
+                  "DPC.STAGE1_DIR", str(stage1_out), *DPC_OPTS)
+    for mode in ("stage1", "base"):  # before any step P' = P
+        assert torch.equal(logits_of_mode(start, images, mode), logits_of(backbone, images)), mode
+    # training moved the base prompt
+    assert not torch.equal(logits_of_mode(dpc, images, "base"), logits_of(backbone, images))
+    # evaluating the saved DPC model on new classes with w_n = 0 is the backbone's stage 1 exactly
+    evaluator = build(workspace, f"DPC_{name}", workspace["root"] / f"DPC_{name}_new_eval", epochs,
+                      "DATASET.SUBSAMPLE_CLASSES", "new", *DPC_OPTS)
+    evaluator.load_model(str(out), epoch=epochs)
+    assert torch.equal(logits_of(evaluator, new_images), logits_of(new_backbone, new_images))
+
+
+def logits_of_mode(trainer, images, mode):
+    """Evaluation logits with every dual prompt in ``mode``."""
+    trainer.set_model_mode("eval")
+    decoupling.set_mode(trainer.dpc_net, mode)
+    with torch.no_grad():
+        return trainer.model_inference(images.to(trainer.device))
+
+
+def test_features_are_found_in_each_shapes_forward(workspace):
+    sites = {name: dpc_trained(workspace, name)[0].dpc_capture.sites for name in SHAPES}
+    assert {name: (s.image, s.text, s.conditioned) for name, s in sites.items()} == {
+        "UpCoOp": ("image_encoder", "text_encoder", False),
+        "UpCoCoOp": ("image_encoder", "text_encoder", True),  # per-image text
+        "UpMaPLe": ("image_encoder", "text_encoder", False),  # encoders that need deep prompts
+        "UpPromptSRC": ("image_encoder", "text_encoder", False),  # not the frozen ZS_image_encoder
+        "UpKgCoOp": ("image_encoder", "text_encoder", False),  # forward returns (logits, score)
+    }
+    assert [name for name, s in sites.items() if s.frozen_image] == ["UpCoOp", "UpCoCoOp", "UpKgCoOp"]
+
+
+def test_gpa_inside_forward_backward_keeps_working_in_stage_2(workspace):
+    dpc, out, printed, before = dpc_trained(workspace, "UpPromptSRC")
+    assert dpc.step_counter == dpc.max_epoch + 1  # the backbone's epoch-end code ran once per epoch
+    state = dpc.model.state_dict()
+    trained_keys = [k for k, p in dpc.model.named_parameters() if p.requires_grad]
+    assert trained_keys and all(torch.equal(state[k], dpc.previous_model_gpa[k]) for k in trained_keys)
+    # P, the frozen weights and the class buffers stay exactly as stage 1 left them
+    frozen = [k for k in state if k not in trained_keys and torch.is_tensor(state[k])]
+    assert all(torch.equal(state[k], before[k]) for k in frozen)
+    assert any(k.endswith(".stage1") for k in frozen)
+    assert "frozen tensors" in printed and "were kept as stage 1 left them" in printed
+
+
+def test_the_learning_rate_schedule_steps_once_per_epoch(workspace):
+    """KgCoOp steps its scheduler directly, the others through update_lr: either way once per epoch."""
+    def schedule(trainer):
+        sched = trainer.sched
+        return sched.last_epoch, sched.successor.last_epoch, trainer.optim.param_groups[0]["lr"]
+
+    for name in ("UpKgCoOp", "UpCoOp", "UpPromptSRC"):
+        stage1, dpc = trained(workspace, name)[0], dpc_trained(workspace, name)[0]
+        assert dpc.max_epoch == stage1.max_epoch and schedule(dpc) == schedule(stage1), name

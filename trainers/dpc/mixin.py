@@ -318,22 +318,25 @@ class DPCMixin:
         return {"loss": loss.item(), **logged}
 
     def _dpc_end_of_epoch(self, batch):
-        """The backbone's ``forward_backward`` on the last batch, optimizer steps off: its epoch-end work runs."""
-        lr_updates = []
-        update_lr = self.update_lr
+        """The backbone's ``forward_backward`` on the last batch, optimizer steps off: its epoch-end work runs.
+
+        The learning-rate schedule steps once: in the replay if the backbone steps it there (through
+        ``update_lr`` or its scheduler directly), else here."""
+        scheduler_steps = []
         with contextlib.ExitStack() as stack:
-            for optim in {id(o): o for o in self._optims.values() if o is not None}.values():
+            for optim in _unique(self._optims.values()):
                 stack.enter_context(_disabled(optim, "step"))
             scaler = getattr(self, "scaler", None)
             if scaler is not None:
                 stack.enter_context(_disabled(scaler, "step", "update"))
+            for sched in _unique(self._scheds.values()):
+                stack.enter_context(_counted(sched, "step", scheduler_steps))
             blocked = {}
-            for model in {id(m): m for m in (self.model, self.dpc_net)}.values():
+            for model in _unique((self.model, self.dpc_net)):
                 stack.enter_context(_trained_tensors_only(model, blocked))
-            stack.enter_context(_replaced(self, "update_lr", lambda *a, **k: lr_updates.append(update_lr(*a, **k))))
             super().forward_backward(batch)
         self.model_zero_grad()
-        if not lr_updates:
+        if not scheduler_steps:
             self.update_lr()
         if blocked:
             worst = max(blocked.values())
@@ -430,6 +433,24 @@ def _replaced(obj, name: str, value):
             delattr(obj, name)
         else:
             setattr(obj, name, previous)
+
+
+def _unique(objects):
+    """The distinct non-None objects, in order."""
+    return list({id(o): o for o in objects if o is not None}.values())
+
+
+@contextlib.contextmanager
+def _counted(obj, method: str, calls: list):
+    """Calls of ``obj.method`` during the block are appended to ``calls`` (and made as usual)."""
+    call = getattr(obj, method)
+
+    def counting(*args, **kwargs):
+        calls.append(method)
+        return call(*args, **kwargs)
+
+    with _replaced(obj, method, counting):
+        yield
 
 
 @contextlib.contextmanager
