@@ -1,7 +1,9 @@
 """The upstream-shaped trainers (tests/upstream_shapes.py) with real Dassl, built through train.py's command
 line: they work as backbones (train, save with Dassl's save_model, reload with their own load_model), and
 DPC works with each of them through the one-line registration ``class DPC_X(DPCMixin, X): pass``."""
+import contextlib
 import importlib.util
+import io
 import os
 
 import pytest
@@ -9,12 +11,15 @@ import torch
 
 pytest.importorskip("dassl")
 
+from dassl.utils import set_random_seed  # noqa: E402
+
 from tests import upstream_shapes  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.upstream_shapes import eval_logits  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.clip_loader import read_state_dict  # noqa: E402
+from trainers.dpc import DPCMixin, decoupling  # noqa: E402
 
 SHAPES = ["UpCoOp", "UpCoCoOp", "UpMaPLe", "UpPromptSRC", "UpKgCoOp"]
 EPOCHS = {"UpPromptSRC": 2}  # GPA rewrites the frozen weights only with two epochs or more; others: 1
@@ -156,7 +161,6 @@ def test_importing_twice_registers_once():
 
 
 # ------------------------------------------------------------------------------------ DPC on each shape
-from trainers.dpc import DPCMixin, decoupling  # noqa: E402
 
 
 @upstream_shapes.register
@@ -193,11 +197,9 @@ def dpc_trained(workspace, name):
     if key not in workspace["cache"]:
         stage1, stage1_out, _ = trained(workspace, name)
         out = workspace["root"] / key
-        import contextlib
-        import io
-
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
+            set_random_seed(1)  # as train.py does before building
             dpc = build(workspace, key, out, EPOCHS.get(name, 1), "DPC.STAGE1_DIR", str(stage1_out), *DPC_OPTS)
             before = {k: v.detach().clone() for k, v in dpc.model.state_dict().items()}
             dpc.train()
@@ -275,3 +277,23 @@ def test_the_learning_rate_schedule_steps_once_per_epoch(workspace):
     for name in ("UpKgCoOp", "UpCoOp", "UpPromptSRC"):
         stage1, dpc = trained(workspace, name)[0], dpc_trained(workspace, name)[0]
         assert dpc.max_epoch == stage1.max_epoch and schedule(dpc) == schedule(stage1), name
+
+
+@upstream_shapes.register
+class DPC_UpCoOpOwnFeatures(DPCMixin, upstream_shapes.UpCoOp):
+    def dpc_features(self, images):  # README's example of the one method a user may have to write
+        m = self.model
+        image_features = m.image_encoder(images.type(m.dtype))
+        text_features = m.text_encoder(m.prompt_learner(), m.tokenized_prompts)
+        return image_features, text_features
+
+
+def test_a_dpc_features_method_replaces_the_search_and_trains_the_same(workspace):
+    _, stage1_out, images = trained(workspace, "UpCoOp")
+    found = dpc_trained(workspace, "UpCoOp")[0]
+    set_random_seed(1)
+    own = build(workspace, "DPC_UpCoOpOwnFeatures", workspace["root"] / "DPC_UpCoOpOwnFeatures", 1,
+                "DPC.STAGE1_DIR", str(stage1_out), *DPC_OPTS)
+    own.train()
+    assert own.dpc_capture is None  # nothing was searched
+    assert torch.equal(logits_of_mode(own, images, "base"), logits_of_mode(found, images, "base"))
