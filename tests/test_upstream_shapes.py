@@ -20,6 +20,7 @@ from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.clip_loader import read_state_dict  # noqa: E402
 from trainers.dpc import DPCMixin, decoupling  # noqa: E402
+from trainers.dpc.features import cosine_logits  # noqa: E402
 
 SHAPES = ["UpCoOp", "UpCoCoOp", "UpMaPLe", "UpPromptSRC", "UpKgCoOp"]
 EPOCHS = {"UpPromptSRC": 2}  # GPA rewrites the frozen weights only with two epochs or more; others: 1
@@ -297,3 +298,13 @@ def test_a_dpc_features_method_replaces_the_search_and_trains_the_same(workspace
     own.train()
     assert own.dpc_capture is None  # nothing was searched
     assert torch.equal(logits_of_mode(own, images, "base"), logits_of_mode(found, images, "base"))
+
+
+def test_hard_negatives_are_scored_with_each_anchors_own_text(workspace):
+    """CoCoOp: the stage-1 scorer ranks classes by the anchor's similarity to the text conditioned on it."""
+    stage1, _, images = trained(workspace, "UpCoCoOp")
+    dpc = dpc_trained(workspace, "UpCoCoOp")[0]
+    image_features, text_features = dpc._dpc_stage1_features(images.to(dpc.device))
+    assert text_features.shape[:2] == (len(images), 3)
+    scores = dpc.dpc_net.logit_scale.exp() * cosine_logits(image_features, text_features)
+    torch.testing.assert_close(scores, logits_of(stage1, images))
