@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from clip.model import convert_weights
 
 from tests import _clip_by_hand as by_hand
-from tests._prompt_checks import (BASE, WIDTH, check_checkpoint_round_trip, check_dpc_invariants,
+from tests._prompt_checks import (BASE, NEW, WIDTH, check_checkpoint_round_trip, check_dpc_invariants,
                                   check_only_prompts_learn, images, make_clip)
 from trainers.models.cocoop import CoCoOpCLIP
 
@@ -133,13 +133,29 @@ def test_checkpoint_round_trip_to_new_classes():
     check_checkpoint_round_trip(lambda names: build(names))
 
 
+def test_an_upstream_checkpoint_layout_loads():
+    """Upstream's prompt_learner checkpoints use the same names (ctx, meta_net.linear1/linear2) and also hold
+    the class-dependent token buffers, which must be ignored for other classes."""
+    from trainers.dpc.checkpoint import load_state_checked
+
+    base, _ = build()
+    perturbed(base)
+    upstream = dict(base.prompt_learner.state_dict(), token_prefix=base.prompt_learner.token_prefix,
+                    token_suffix=base.prompt_learner.token_suffix)
+    new, _ = build(NEW)
+    load_state_checked(new.prompt_learner, upstream, "upstream.pth")
+    for name, value in base.prompt_learner.state_dict().items():
+        assert torch.equal(new.prompt_learner.state_dict()[name], value), name
+    assert new.prompt_learner.token_suffix.shape[0] == len(NEW)
+
+
 def test_base_to_new_with_dassl(tmp_path):
     pytest.importorskip("dassl")
     from tests._backbone_e2e import base_to_new, check_base_to_new_run, make_workspace
 
     workspace = make_workspace(tmp_path)
-    base, new, ckpt, accuracy = base_to_new(workspace, "CoCoOp", "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
-                                            tmp_path / "out")
+    config = "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"
+    base, new, ckpt, accuracy = base_to_new(workspace, "CoCoOp", config, tmp_path / "out")
     check_base_to_new_run(base, new, ckpt, accuracy)
     assert base.cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 1 and base.cfg.OPTIM.LR == 0.002
     assert set(ckpt["state_dict"]) == {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",

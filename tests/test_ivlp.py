@@ -132,8 +132,8 @@ def test_base_to_new_with_dassl(tmp_path):
 
     workspace = make_workspace(tmp_path)
     depth = ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", str(DEPTH), "TRAINER.IVLP.PROMPT_DEPTH_VISION", str(DEPTH)]
-    base, new, ckpt, accuracy = base_to_new(workspace, "IVLP", "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml",
-                                            tmp_path / "out", *depth)
+    config = "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml"
+    base, new, ckpt, accuracy = base_to_new(workspace, "IVLP", config, tmp_path / "out", *depth)
     check_base_to_new_run(base, new, ckpt, accuracy)
     c = base.cfg
     assert (c.DATALOADER.TRAIN_X.BATCH_SIZE, c.OPTIM.LR, c.TRAINER.IVLP.N_CTX_TEXT, c.TRAINER.IVLP.N_CTX_VISION) == (

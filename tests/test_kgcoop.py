@@ -75,7 +75,8 @@ def test_loss_matches_the_paper_formula_by_hand():
     image, labels = images(), torch.tensor([2, 0, 1])
     loss, logged = kgcoop_trainer(model, w=8.0).compute_loss(image, labels)
     with torch.no_grad():
-        tokens, sentences = by_hand.sentence_embeddings(clip_model, [f"a photo of a {c.replace('_', ' ')}." for c in BASE])
+        tokens, sentences = by_hand.sentence_embeddings(clip_model, [f"a photo of a {c.replace('_', ' ')}."
+                                                                     for c in BASE])
         sentences[:, 1:5] = model.prompt_learner.ctx
         w = by_hand.unit(by_hand.text_features(clip_model, sentences, tokens))
         w_clip = by_hand.unit(clip_model.encode_text(
