@@ -1,4 +1,4 @@
-"""Dassl-style entry point: train or evaluate a prompt learner (CoOp, MaPLe, PromptSRC, DPC_*)."""
+"""Dassl-style entry point: train or evaluate a prompt learner (CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, PromptSRC, DPC_*)."""
 import argparse
 import json
 import os
@@ -19,8 +19,11 @@ def load_components():
     """Import torch, Dassl's engine, our datasets and trainers (registering them): seconds, so only when a
     run really happens (a finished run is skipped without it)."""
     import datasets  # noqa: F401
+    import trainers.cocoop  # noqa: F401
     import trainers.coop  # noqa: F401
     import trainers.dpc_trainers  # noqa: F401
+    import trainers.ivlp  # noqa: F401
+    import trainers.kgcoop  # noqa: F401
     import trainers.maple  # noqa: F401
     import trainers.promptsrc  # noqa: F401
 

@@ -64,26 +64,38 @@ check_environment() {
     [ -d "$DATA" ] || die "DATA_ROOT $DATA is not a directory (set DATA_ROOT to the datasets' root)"
 }
 
-# coop|maple|promptsrc -> trainer class name
+BACKBONES="coop, cocoop, kgcoop, maple, ivlp or promptsrc"
+
+# coop|cocoop|kgcoop|maple|ivlp|promptsrc -> trainer class name
 backbone_trainer() {
     case "$1" in
         coop) echo CoOp ;;
+        cocoop) echo CoCoOp ;;
+        kgcoop) echo KgCoOp ;;
         maple) echo MaPLe ;;
+        ivlp) echo IVLP ;;
         promptsrc) echo PromptSRC ;;
-        *) die "unknown backbone '$1' (choose coop, maple or promptsrc)" ;;
+        *) die "unknown backbone '$1' (choose $BACKBONES)" ;;
     esac
 }
 
 # trainer -> config file of the DPC paper's base-to-new setting (Sec. 4.1: backbones at batch 32,
-# DPC at batch 4 with K = 8 and otherwise the backbone's hyper-parameters)
+# DPC at batch 4 with K = 8 and otherwise the backbone's hyper-parameters). The paper has no batch-32
+# setting for CoCoOp, KgCoOp and IVLP: their stage 1 is the backbone's own published config.
 default_config() {
     case "$1" in
         CoOp) echo configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml ;;
         MaPLe) echo configs/trainers/MaPLe/vit_b16_c2_ep20_batch32_2ctx.yaml ;;
         PromptSRC) echo configs/trainers/PromptSRC/vit_b16_c2_ep20_batch32_4+4ctx.yaml ;;
+        CoCoOp) echo configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml ;;
+        KgCoOp) echo configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml ;;
+        IVLP) echo "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml" ;;
         DPC_CoOp) echo configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_lr35_top8.yaml ;;
         DPC_MaPLe) echo configs/trainers/DPC/MaPLe/vit_b16_c2_ep20_batch4_2ctx_top8.yaml ;;
         DPC_PromptSRC) echo configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml ;;
+        DPC_CoCoOp) echo configs/trainers/DPC/CoCoOp/vit_b16_c4_ep10_batch4_ctxv1_top8.yaml ;;
+        DPC_KgCoOp) echo configs/trainers/DPC/KgCoOp/vit_b16_ep100_batch4_ctxv1_top8.yaml ;;
+        DPC_IVLP) echo "configs/trainers/DPC/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_top8.yaml" ;;
         *) die "no default config for trainer '$1'" ;;
     esac
 }
@@ -151,7 +163,7 @@ stage1_options() {
 }
 
 # parse_dpc_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (from an optional
-# coop|maple|promptsrc), STAGE1_CONFIG, DPC_CONFIG and the OPTS array (the trailing yacs options) for the
+# coop|cocoop|kgcoop|maple|ivlp|promptsrc), STAGE1_CONFIG, DPC_CONFIG and the OPTS array (the trailing yacs options) for the
 # scripts in scripts/dpc/
 parse_dpc_args() {
     local usage=$1
@@ -163,9 +175,9 @@ parse_dpc_args() {
     check_seed "$SEED"
     local backbone=coop
     case "${1:-}" in
-        coop|maple|promptsrc) backbone=$1; shift ;;
+        coop|cocoop|kgcoop|maple|ivlp|promptsrc) backbone=$1; shift ;;
         *.*|"") ;;  # yacs options follow
-        *) die "unknown backbone '$1' (choose coop, maple or promptsrc)" ;;
+        *) die "unknown backbone '$1' (choose $BACKBONES)" ;;
     esac
     check_opts "$@"
     TRAINER=$(backbone_trainer "$backbone")

@@ -32,7 +32,7 @@ def bash(env, script, *args, **extra):
     ("scripts/dpc/base2new_train.sh", ["eurosat", "one"], {}, "seed must be a positive integer, not 'one'"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "0"], {}, "seed must be a positive integer, not '0'"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "1", "mapel"], {},
-     "unknown backbone 'mapel' (choose coop, maple or promptsrc)"),
+     "unknown backbone 'mapel' (choose coop, cocoop, kgcoop, maple, ivlp or promptsrc)"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "1", "coop", "OPTIM.MAX_EPOCH"], {}, "KEY VALUE pairs"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"STAGE1_CONFIG": "nowhere.yaml"},
      "config file not found: nowhere.yaml"),
@@ -57,6 +57,26 @@ def test_bad_arguments_stop_the_scripts_at_once(env, tmp_path, script, args, ext
     assert seconds < 5  # bash checks only: nothing was started (typically ~0.01 s)
     assert not (tmp_path / "output").exists() and not (tmp_path / "demo").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.parametrize("backbone, trainer, stage1, stage2", [
+    ("cocoop", "CoCoOp", "CoCoOp/vit_b16_c4_ep10_batch1_ctxv1", "DPC/CoCoOp/vit_b16_c4_ep10_batch4_ctxv1_top8"),
+    ("kgcoop", "KgCoOp", "KgCoOp/vit_b16_ep100_ctxv1", "DPC/KgCoOp/vit_b16_ep100_batch4_ctxv1_top8"),
+    ("ivlp", "IVLP", "IVLP/vit_b16_c2_ep5_batch4_2+2ctx", "DPC/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_top8"),
+])
+def test_new_backbones_resolve_their_trainers_and_configs(env, backbone, trainer, stage1, stage2):
+    """What base2new_train.sh DATASET SEED <backbone> runs, without running it (the scripts' own argument parsing)."""
+    code = ('source scripts/lib.sh; parse_dpc_args usage "$@"; echo "$TRAINER $STAGE1_CONFIG $DPC_CONFIG ${OPTS[*]}"; '
+            f'default_config {trainer}')
+    proc = subprocess.run(["bash", "-c", code, "lib", "eurosat", "1", backbone, "OPTIM.LR", "0.1"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [
+        f"{trainer} configs/trainers/{stage1}.yaml configs/trainers/{stage2}.yaml DPC.TOPK 5 OPTIM.LR 0.1",
+        f"configs/trainers/{stage1}.yaml"]
+    for action in ("train", "test"):  # the per-backbone scripts exist, run, and check their arguments first
+        proc, _ = bash(env, f"scripts/{backbone}/base2new_{action}.sh", "eurosatt", "1")
+        assert proc.returncode == 2 and "unknown dataset 'eurosatt'" in proc.stderr, proc.stderr
 
 
 def test_a_failure_inside_a_command_substitution_stops_a_script(env):

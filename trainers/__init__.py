@@ -1,4 +1,4 @@
-"""Prompt learners for CLIP (CoOp, MaPLe, PromptSRC) and the DPC plug-in.
+"""Prompt learners for CLIP (CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, PromptSRC) and the DPC plug-in.
 
 Importing this package registers nothing; ``train.py`` imports the Dassl trainer modules.
 The model code (``trainers.models``, ``trainers.encoders``, ``trainers.clip_loader``) and the

@@ -1,4 +1,4 @@
-"""``PromptTrainer``: the Dassl ``TrainerX`` shared by our backbones (CoOp, MaPLe, PromptSRC).
+"""``PromptTrainer``: the Dassl ``TrainerX`` shared by our backbones (CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, PromptSRC).
 
 A backbone trainer sets ``cfg_key`` (its ``cfg.TRAINER.<KEY>`` node) and implements
 ``build_prompt_model``; the model it returns has a ``prompt_learner`` submodule holding every

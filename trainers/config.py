@@ -33,4 +33,28 @@ def extend_cfg(cfg) -> None:
     cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15
     cfg.TRAINER.PROMPTSRC.GPA_STD = 1
 
+    # CoCoOp (github KaiyangZhou/CoOp, train.py)
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16  # number of context tokens (ignored when CTX_INIT is set)
+    cfg.TRAINER.COCOOP.CTX_INIT = ""
+    cfg.TRAINER.COCOOP.PREC = "fp16"
+
+    # KgCoOp (github htyao89/KgCoOp, train.py: there under TRAINER.COOP)
+    cfg.TRAINER.KGCOOP = CN()
+    cfg.TRAINER.KGCOOP.N_CTX = 16  # number of context tokens (ignored when CTX_INIT is set)
+    cfg.TRAINER.KGCOOP.CSC = False  # class-specific context
+    cfg.TRAINER.KGCOOP.CTX_INIT = ""
+    cfg.TRAINER.KGCOOP.PREC = "fp16"
+    cfg.TRAINER.KGCOOP.W = 1.0  # weight of the knowledge-guided term (published base-to-new runs: 8.0)
+    cfg.TRAINER.KGCOOP.TEMPLATE = ""  # hand-written prompt with {} for the class; "": the dataset's CoOp template
+
+    # IVLP (github muzairkhattak/multimodal-prompt-learning, train.py)
+    cfg.TRAINER.IVLP = CN()
+    cfg.TRAINER.IVLP.N_CTX_VISION = 2
+    cfg.TRAINER.IVLP.N_CTX_TEXT = 2
+    cfg.TRAINER.IVLP.CTX_INIT = "a photo of a"
+    cfg.TRAINER.IVLP.PREC = "fp16"
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9  # layers with prompts; 0: no vision prompts
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9  # >= 1
+
     add_dpc_config(cfg)

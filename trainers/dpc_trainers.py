@@ -1,8 +1,11 @@
 """DPC versions of our backbones: each is the backbone trainer plus ``DPCMixin``."""
 from dassl.engine import TRAINER_REGISTRY
 
+from .cocoop import CoCoOp
 from .coop import CoOp
 from .dpc import DPCMixin
+from .ivlp import IVLP
+from .kgcoop import KgCoOp
 from .maple import MaPLe
 from .promptsrc import PromptSRC
 
@@ -20,3 +23,22 @@ class DPC_MaPLe(DPCMixin, MaPLe):
 @TRAINER_REGISTRY.register()
 class DPC_PromptSRC(DPCMixin, PromptSRC):
     """Vision and text prompts get duals; GPA keeps averaging the trainable duals M."""
+
+
+@TRAINER_REGISTRY.register()
+class DPC_CoCoOp(DPCMixin, CoCoOp):
+    """Context and Meta-Net get duals; needs a mixin that scores image-conditioned text features."""
+
+    dpc_frozen_image_encoder = True  # the prompts condition on CLIP's unprompted image features
+
+
+@TRAINER_REGISTRY.register()
+class DPC_KgCoOp(DPCMixin, KgCoOp):
+    """The context gets a dual; the knowledge-guided term is added to L_CL in parallel."""
+
+    dpc_frozen_image_encoder = True  # KgCoOp prompts only the text side
+
+
+@TRAINER_REGISTRY.register()
+class DPC_IVLP(DPCMixin, IVLP):
+    """Text and vision prompts (input and deep) get duals."""

@@ -1,5 +1,7 @@
 """Hand-written prompt templates for zero-shot CLIP text features.
 
+``DATASET_TEMPLATES`` holds one template per dataset (keyed by Dassl dataset name): CoOp's zero-shot
+CLIP prompts, which KgCoOp's knowledge-guided term keeps the learned prompts close to.
 ``IMAGENET_TEMPLATES`` is the 60-template ImageNet ensemble that PromptSRC averages to get the
 frozen CLIP text features of its self-regularising loss (a subset of the templates in OpenAI's
 "Prompt Engineering for ImageNet" notebook). ``{}`` stands for the class name.
@@ -67,6 +69,25 @@ IMAGENET_TEMPLATES = (
     "a pixelated photo of a {}.",
     "itap of the {}.",
 )
+
+
+DATASET_TEMPLATES = {
+    "ImageNet": "a photo of a {}.",
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
+    "Caltech101": "a photo of a {}.",
+    "OxfordPets": "a photo of a {}, a type of pet.",
+    "StanfordCars": "a photo of a {}.",
+    "OxfordFlowers": "a photo of a {}, a type of flower.",
+    "Food101": "a photo of {}, a type of food.",
+    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
+    "SUN397": "a photo of a {}.",
+    "DescribableTextures": "a photo of a {}, a type of texture.",
+    "EuroSAT": "a centered satellite photo of {}.",
+    "UCF101": "a photo of a person doing {}.",
+}
 
 
 def fill(template: str, classname: str) -> str:

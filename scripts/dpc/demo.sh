@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The built-in default: the whole CoOp+DPC base-to-new pipeline on CPU in about a minute, with a tiny
 # randomly initialised CLIP and a synthetic EuroSAT-layout dataset (nothing to download):
-#   bash scripts/dpc/demo.sh [coop|maple|promptsrc]
+#   bash scripts/dpc/demo.sh [coop|cocoop|kgcoop|maple|ivlp|promptsrc]
 # Everything goes to output/demo/. Accuracies are those of an untrained tiny model: the point is the plumbing.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -11,8 +11,9 @@ PYTHON=${PYTHON:-python}
 DEMO=${DEMO_ROOT:-output/demo}
 BACKBONE=${1:-coop}
 case "$BACKBONE" in  # checked before anything is written
-    coop|maple|promptsrc) [ "$#" -le 1 ] || { echo "usage: bash scripts/dpc/demo.sh [coop|maple|promptsrc]" >&2; exit 2; } ;;
-    *) echo "error: unknown backbone '$BACKBONE' (choose coop, maple or promptsrc)" >&2; exit 2 ;;
+    coop|cocoop|kgcoop|maple|ivlp|promptsrc)
+        [ "$#" -le 1 ] || { echo "usage: bash scripts/dpc/demo.sh [coop|cocoop|kgcoop|maple|ivlp|promptsrc]" >&2; exit 2; } ;;
+    *) echo "error: unknown backbone '$BACKBONE' (choose coop, cocoop, kgcoop, maple, ivlp or promptsrc)" >&2; exit 2 ;;
 esac
 
 "$PYTHON" -m tools.synthetic_data --root "$DEMO/data" --dataset eurosat --classes 10 --train 8 --test 10
@@ -23,5 +24,6 @@ bash scripts/dpc/base2new_train.sh eurosat 1 "$BACKBONE" \
     MODEL.BACKBONE.NAME custom MODEL.BACKBONE.PATH "$DEMO/tiny-clip.pt" INPUT.SIZE "(32,32)" DATALOADER.NUM_WORKERS 0 \
     DATALOADER.TEST.BATCH_SIZE 50 OPTIM.MAX_EPOCH 2 TRAINER.MAPLE.PROMPT_DEPTH 3 \
     TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION 3 TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT 3 \
-    TRAINER.PROMPTSRC.GPA_MEAN 1 TRAINER.PROMPTSRC.GPA_STD 1
+    TRAINER.PROMPTSRC.GPA_MEAN 1 TRAINER.PROMPTSRC.GPA_STD 1 \
+    TRAINER.IVLP.PROMPT_DEPTH_VISION 3 TRAINER.IVLP.PROMPT_DEPTH_TEXT 3
 "$PYTHON" tools/parse_test_res.py --base2new "$DEMO/output/base2new" --dataset eurosat --shots "$SHOTS"

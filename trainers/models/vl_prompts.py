@@ -1,11 +1,11 @@
-"""Pieces shared by the vision-language prompt learners (MaPLe, PromptSRC).
+"""Pieces shared by the prompt learners with a CTX_INIT phrase (MaPLe, IVLP, PromptSRC, CoCoOp).
 
-Both learn a text context in front of the rest of the CTX_INIT phrase and the class name,
-"<ctx_1 .. ctx_n> <rest of CTX_INIT> <class>.", plus deep prompts for later transformer blocks.
+Each learns a text context in front of the rest of the CTX_INIT phrase and the class name,
+"<ctx_1 .. ctx_n> <rest of CTX_INIT> <class>."; the deep-prompt learners add prompts for later blocks.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -94,9 +94,10 @@ class TextContextLearner(nn.Module):
         self.n_cls, self.n_ctx = len(names), n_ctx
         self.prompt_text = prefix_text
 
-    def text_prompts(self) -> torch.Tensor:
-        """Token embeddings [n_cls, 77, width] with the current context."""
-        ctx = self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1).to(self.token_prefix.dtype)
+    def text_prompts(self, ctx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Token embeddings [n_cls, 77, width] with the learned context, or with ``ctx`` [n_ctx, width] instead."""
+        ctx = self.ctx if ctx is None else ctx
+        ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1).to(self.token_prefix.dtype)
         return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
 
     def deep_text_prompts(self) -> List[torch.Tensor]:
