@@ -27,16 +27,12 @@ class DPC_PromptSRC(DPCMixin, PromptSRC):
 
 @TRAINER_REGISTRY.register()
 class DPC_CoCoOp(DPCMixin, CoCoOp):
-    """Context and Meta-Net get duals; needs a mixin that scores image-conditioned text features."""
-
-    dpc_frozen_image_encoder = True  # the prompts condition on CLIP's unprompted image features
+    """Context and Meta-Net get duals; text features are per image (conditioned on each pair's image)."""
 
 
 @TRAINER_REGISTRY.register()
 class DPC_KgCoOp(DPCMixin, KgCoOp):
     """The context gets a dual; the knowledge-guided term is added to L_CL in parallel."""
-
-    dpc_frozen_image_encoder = True  # KgCoOp prompts only the text side
 
 
 @TRAINER_REGISTRY.register()

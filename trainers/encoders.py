@@ -124,8 +124,9 @@ class PromptedVisionEncoder(nn.Module):
 class PromptedCLIP(nn.Module):
     """Base of every prompt model here: subclasses define ``encode_image`` and ``encode_text``.
 
-    ``encode_text()`` returns the (unnormalised) features of all classes, so DPC can score, filter
-    and contrast them without knowing how the backbone builds its prompts.
+    ``encode_text()`` returns the (unnormalised) features of all classes, which the trainers' own loss
+    terms use. ``forward`` calls ``image_encoder`` and ``text_encoder`` once each; DPC reads the
+    features at those two submodules (``trainers/dpc/features.py``).
     """
 
     def __init__(self, clip_model):
