@@ -58,9 +58,20 @@ class PromptTrainer(TrainerX):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
     def compute_loss(self, images, labels):
-        """Loss and extra logged values of one batch (subclasses add their own terms)."""
-        logits = self.model(images)
-        return F.cross_entropy(logits, labels), {"acc": compute_accuracy(logits, labels)[0].item()}
+        """Loss and extra logged values of one batch: cross-entropy, plus the backbone's own terms when its
+        trainer defines ``regularization_terms(images, image_features, text_features) -> {name: loss}``
+        (PromptSRC, KgCoOp; DPC stage 2 adds the same terms to L_CL)."""
+        terms_of = getattr(self, "regularization_terms", None)
+        if terms_of is None:
+            logits = self.model(images)
+            return F.cross_entropy(logits, labels), {"acc": compute_accuracy(logits, labels)[0].item()}
+        image_features, text_features = self.model.encode_image(images), self.model.encode_text()
+        logits = self.model.logits(image_features, text_features)
+        ce = F.cross_entropy(logits, labels)
+        terms = terms_of(images, image_features, text_features)
+        logged = {"acc": compute_accuracy(logits, labels)[0].item(), "ce": ce.item()}
+        logged.update({name: value.item() for name, value in terms.items()})
+        return ce + sum(terms.values()), logged
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)

@@ -1,7 +1,5 @@
 """Dassl trainer for KgCoOp: cross-entropy plus the knowledge-guided term."""
-import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
-from dassl.metrics import compute_accuracy
 
 from .base import PromptTrainer
 from .models.kgcoop import KgCoOpCLIP
@@ -37,15 +35,6 @@ class KgCoOp(PromptTrainer):
         clip_model.to(self.device)  # the frozen text features are computed once, on this device
         return KgCoOpCLIP(classnames, clip_model, template=self.hand_written_template(self.cfg), n_ctx=c.N_CTX,
                           ctx_init=c.CTX_INIT, csc=c.CSC)
-
-    def compute_loss(self, images, labels):
-        image_features, text_features = self.model.encode_image(images), self.model.encode_text()
-        logits = self.model.logits(image_features, text_features)
-        ce = F.cross_entropy(logits, labels)
-        terms = self.regularization_terms(images, image_features, text_features)
-        logged = {"acc": compute_accuracy(logits, labels)[0].item(), "ce": ce.item()}
-        logged.update({name: value.item() for name, value in terms.items()})
-        return ce + sum(terms.values()), logged
 
     def regularization_terms(self, images, image_features, text_features):
         """W * (1 - mean cos(prompted, frozen CLIP text features)); DPC stage 2 adds it to L_CL (paper Sec. 3.3)."""

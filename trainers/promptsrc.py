@@ -1,8 +1,6 @@
 """Dassl trainer for PromptSRC: cross-entropy plus self-regulating terms, and GPA over epochs."""
 
-import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
-from dassl.metrics import compute_accuracy
 
 from .base import PromptTrainer
 from .dpc.checkpoint import load_checkpoint
@@ -32,15 +30,6 @@ class PromptSRC(PromptTrainer):
         super().build_model()
         c = self.trainer_cfg
         self.gpa = PromptAggregate(gaussian_epoch_weights(self.cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD))
-
-    def compute_loss(self, images, labels):
-        image_features, text_features = self.model.encode_image(images), self.model.encode_text()
-        logits = self.model.logits(image_features, text_features)
-        ce = F.cross_entropy(logits, labels)
-        terms = self.regularization_terms(images, image_features, text_features)
-        logged = {"acc": compute_accuracy(logits, labels)[0].item(), "ce": ce.item()}
-        logged.update({name: value.item() for name, value in terms.items()})
-        return ce + sum(terms.values()), logged
 
     def regularization_terms(self, images, image_features, text_features):
         """L_SCL from given prompted features; DPC stage 2 adds these to L_CL (paper Sec. 3.3)."""
