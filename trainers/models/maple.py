@@ -12,7 +12,8 @@ from typing import List, Sequence
 import torch
 import torch.nn as nn
 
-from ..encoders import PromptedCLIP, PromptedVisionEncoder, TextEncoder, require_vit
+from ..encoders import require_vit
+from .ivlp import IVLPCLIP
 from .vl_prompts import (TextContextLearner, check_depth, deep_prompts, text_layers,
                          vision_layers, vision_width)
 
@@ -48,18 +49,10 @@ class MaPLePromptLearner(TextContextLearner):
         return [layer(self.deep_text[i]) for i, layer in enumerate(self.deep_proj)]
 
 
-class MaPLeCLIP(PromptedCLIP):
-    """Frozen CLIP ViT with MaPLe's coupled text and vision prompts."""
+class MaPLeCLIP(IVLPCLIP):
+    """Frozen CLIP ViT with MaPLe's coupled text and vision prompts (the text side as IVLP's)."""
 
-    def __init__(self, classnames, clip_model, **prompt_options):
-        super().__init__(clip_model)
-        self.prompt_learner = MaPLePromptLearner(classnames, clip_model, **prompt_options)
-        self.text_encoder = TextEncoder(clip_model)
-        self.image_encoder = PromptedVisionEncoder(clip_model)
-
-    def encode_text(self):
-        pl = self.prompt_learner
-        return self.text_encoder(pl.text_prompts(), pl.tokenized_prompts, pl.deep_text_prompts())
+    learner_class = MaPLePromptLearner
 
     def encode_image(self, image):
         pl = self.prompt_learner
