@@ -140,9 +140,8 @@ class DPCMixin:
             if not os.path.isfile(path):
                 raise FileNotFoundError(self._dpc_missing_stage1(path))
             ckpt = load_checkpoint(path)
-            self.dpc_loading = "stage1"
-            self.check_checkpoint_kind(path, ckpt)
-            self.dpc_loading = None
+            with self._dpc_backbone_loading("stage1"):
+                self.check_checkpoint_kind(path, ckpt)
             check_classes(path, ckpt, classnames, "the classes stage 2 trains on (use the same dataset, "
                           "DATASET.SUBSAMPLE_CLASSES base and seed for both stages; to evaluate a trained DPC "
                           "model, leave DPC.STAGE1_DIR empty)")
