@@ -98,18 +98,19 @@ def eval_modules(model: nn.Module):
 
 
 @contextlib.contextmanager
-def replaced_forward(module: nn.Module, forward):
-    """``module(...)`` calls ``forward`` instead during the block (hooks still run)."""
+def replaced(obj, name: str, value):
+    """``obj.name`` is ``value`` (an instance attribute) during the block; ``replaced(module, "forward", f)``
+    makes ``module(...)`` call ``f`` (its hooks still run)."""
     missing = object()
-    previous = module.__dict__.get("forward", missing)
-    module.forward = forward
+    previous = obj.__dict__.get(name, missing)
+    setattr(obj, name, value)
     try:
         yield
     finally:
         if previous is missing:
-            del module.forward
+            delattr(obj, name)
         else:
-            module.forward = previous
+            setattr(obj, name, previous)
 
 
 def _outermost(names: List[str]) -> List[str]:
@@ -227,9 +228,9 @@ class FeatureCapture:
         with contextlib.ExitStack() as stack:
             stack.callback(lambda: [h.remove() for h in handles])
             if text is not None:
-                stack.enter_context(replaced_forward(self.text_module, lambda *args, **kwargs: text))
+                stack.enter_context(replaced(self.text_module, "forward", lambda *args, **kwargs: text))
             if anchors is not None:
-                stack.enter_context(replaced_forward(self.image_module, self._encode_after(anchors)))
+                stack.enter_context(replaced(self.image_module, "forward", self._encode_after(anchors)))
             stack.enter_context(eval_modules(self.model))
             self.model(images)
         if len(image_out) != 1:

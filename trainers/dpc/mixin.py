@@ -44,7 +44,7 @@ from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
 from .config import EVAL_MODES, NEG_SOURCES
-from .features import FeatureCapture, cosine_logits, find_feature_sites
+from .features import FeatureCapture, cosine_logits, find_feature_sites, replaced
 from .image_bank import ImageBank
 from .loss import symmetric_infonce
 from .sampler import HardNegativeSampler, index_by_class
@@ -419,21 +419,6 @@ class DPCMixin:
                   f"trained with update {meta.get('update', 'frozen')}, w_b={meta.get('w_base')}, K={meta.get('topk')})")
 
 
-@contextlib.contextmanager
-def _replaced(obj, name: str, value):
-    """``obj.name`` is ``value`` (an instance attribute) during the block."""
-    missing = object()
-    previous = obj.__dict__.get(name, missing)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        if previous is missing:
-            delattr(obj, name)
-        else:
-            setattr(obj, name, previous)
-
-
 def _unique(objects):
     """The distinct non-None objects, in order."""
     return list({id(o): o for o in objects if o is not None}.values())
@@ -448,7 +433,7 @@ def _counted(obj, method: str, calls: list):
         calls.append(method)
         return call(*args, **kwargs)
 
-    with _replaced(obj, method, counting):
+    with replaced(obj, method, counting):
         yield
 
 
@@ -457,7 +442,7 @@ def _disabled(obj, *methods: str):
     """The named methods of ``obj`` do nothing during the block."""
     with contextlib.ExitStack() as stack:
         for method in methods:
-            stack.enter_context(_replaced(obj, method, lambda *a, **k: None))
+            stack.enter_context(replaced(obj, method, lambda *a, **k: None))
         yield
 
 
@@ -480,5 +465,5 @@ def _trained_tensors_only(model, blocked: dict):
                 kept[key] = own[key]
         return load(kept, *args, **kwargs)
 
-    with _replaced(model, "load_state_dict", load_trained_only):
+    with replaced(model, "load_state_dict", load_trained_only):
         yield
