@@ -1,4 +1,4 @@
-"""Dassl-style entry point: train or evaluate a prompt learner (CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, PromptSRC, DPC_*)."""
+"""Dassl-style entry point: train or evaluate a prompt learner (CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, PromptSRC, PromptKD, DPC_*)."""
 import argparse
 import json
 import os
@@ -25,6 +25,7 @@ def load_components():
     import trainers.ivlp  # noqa: F401
     import trainers.kgcoop  # noqa: F401
     import trainers.maple  # noqa: F401
+    import trainers.promptkd  # noqa: F401
     import trainers.promptsrc  # noqa: F401
 
 

@@ -82,6 +82,16 @@ class CoOpDataset(DatasetBase):
         return self._splits.base_classnames
 
     @property
+    def all_classnames(self):
+        """Names of every class of the dataset (base classes first), whatever the subsample."""
+        return self._splits.all_classnames
+
+    @property
+    def all_train(self):
+        """Whole train split of every class (Datum list, labels over all classes), converted on first use."""
+        return self._datums(self._splits.all_train)
+
+    @property
     def full_train(self):
         """Whole train split (Datum list), converted on first use."""
         return self._datums(self._splits.full_train)

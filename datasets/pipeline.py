@@ -22,6 +22,8 @@ class Splits:
     test: list
     full_train: list  # whole train split, after class subsampling
     base_classnames: list  # names of the base classes (label order), whatever the subsample
+    all_train: list  # whole train split of every class, labels as in the dataset (PromptKD's transductive set)
+    all_classnames: list  # names of every class, in label order (base classes first)
 
 
 def _require(path, what, spec, isdir=True):
@@ -119,7 +121,7 @@ def build_splits(spec, root, num_shots=-1, seed=-1, subsample="all", store=None,
     dataset_dir = _require(os.path.join(root, spec.folder), "dataset folder", spec)
 
     train, val, test = load_raw_splits(spec, dataset_dir, store)
-    full_train = train
+    full_train = all_train = train
     if num_shots >= 1 and not spec.test_only:
         cache = fewshot_cache_path(dataset_dir, num_shots, seed)
         train, val = load_or_create_fewshot(cache, train, val, num_shots, seed, store, log)
@@ -127,10 +129,11 @@ def build_splits(spec, root, num_shots=-1, seed=-1, subsample="all", store=None,
     labels = select_labels(full_train, subsample)
     names = {item.label: item.classname for item in full_train}
     base_classnames = [names[label] for label in select_labels(full_train, "base")]
+    all_classnames = [names[label] for label in sorted(names)]
     new_train = relabel(train, labels)
     full_train = new_train if full_train is train else relabel(full_train, labels)
     new_test = new_train if test is train else relabel(test, labels)
     val = relabel(val, labels)
     if spec.val_is_test:
         val = new_test
-    return Splits(dataset_dir, new_train, val, new_test, full_train, base_classnames)
+    return Splits(dataset_dir, new_train, val, new_test, full_train, base_classnames, all_train, all_classnames)

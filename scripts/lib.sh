@@ -64,7 +64,7 @@ check_environment() {
     [ -d "$DATA" ] || die "DATA_ROOT $DATA is not a directory (set DATA_ROOT to the datasets' root)"
 }
 
-BACKBONES="coop, cocoop, kgcoop, maple, ivlp or promptsrc"
+BACKBONES="coop, cocoop, kgcoop, maple, ivlp, promptsrc or promptkd"
 
 # coop|cocoop|kgcoop|maple|ivlp|promptsrc -> trainer class name
 backbone_trainer() {
@@ -75,6 +75,7 @@ backbone_trainer() {
         maple) echo MaPLe ;;
         ivlp) echo IVLP ;;
         promptsrc) echo PromptSRC ;;
+        promptkd) echo PromptKD ;;
         *) die "unknown backbone '$1' (choose $BACKBONES)" ;;
     esac
 }
@@ -90,12 +91,14 @@ default_config() {
         CoCoOp) echo configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml ;;
         KgCoOp) echo configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml ;;
         IVLP) echo "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml" ;;
+        PromptKD) echo "configs/trainers/PromptKD/vit_b16_c2_ep20_batch32_4+4ctx.yaml" ;;
         DPC_CoOp) echo configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_lr35_top8.yaml ;;
         DPC_MaPLe) echo configs/trainers/DPC/MaPLe/vit_b16_c2_ep20_batch4_2ctx_top8.yaml ;;
         DPC_PromptSRC) echo configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml ;;
         DPC_CoCoOp) echo configs/trainers/DPC/CoCoOp/vit_b16_c4_ep10_batch4_ctxv1_top8.yaml ;;
         DPC_KgCoOp) echo configs/trainers/DPC/KgCoOp/vit_b16_ep100_batch4_ctxv1_top8.yaml ;;
         DPC_IVLP) echo "configs/trainers/DPC/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_top8.yaml" ;;
+        DPC_PromptKD) echo "configs/trainers/DPC/PromptKD/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml" ;;
         *) die "no default config for trainer '$1'" ;;
     esac
 }
@@ -162,9 +165,51 @@ stage1_options() {
     STAGE1_OPTS=(DPC.STAGE1_DIR "$dir" DPC.STAGE1_EPOCH "${epoch:--1}")
 }
 
+# PromptKD's teacher: PromptSRC on ViT-L/14, trained on the base classes once per dataset (seed TEACHER_SEED,
+# default 1, as the published teachers: one per dataset) with TEACHER_CONFIG.
+TEACHER_CONFIG=${TEACHER_CONFIG:-configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml}
+TEACHER_SEED=${TEACHER_SEED:-1}
+
+# promptkd_options DATASET: PromptKD's published distillation weight for DATASET (1000, the config's, or 200)
+promptkd_options() {
+    case "$1" in
+        fgvc_aircraft|oxford_flowers|dtd) echo TRAINER.PROMPTKD.KD_WEIGHT 200.0 ;;
+    esac
+}
+
+# promptkd_teacher train|find DATASET OPTS...: sets TEACHER_OPTS, the options naming PromptKD's teacher. Nothing
+# to do when OPTS name one (TRAINER.PROMPTKD.TEACHER_DIR, e.g. a published teacher); otherwise the PromptSRC
+# teacher run is trained (train; reused when finished) or must exist (find). It gets OPTS without the
+# TRAINER.PROMPTKD.* ones, on the teacher's CLIP (TRAINER.PROMPTKD.TEACHER_NAME / TEACHER_PATH when given).
+promptkd_teacher() {
+    local action=$1 dataset=$2 name="" path="" dir epoch i
+    shift 2
+    local opts=() given=("$@")
+    TEACHER_OPTS=()
+    for ((i = 0; i < ${#given[@]}; i += 2)); do
+        case "${given[i]}" in
+            TRAINER.PROMPTKD.TEACHER_DIR) echo "[PromptKD] teacher: ${given[i+1]}"; return 0 ;;
+            TRAINER.PROMPTKD.TEACHER_NAME) name=${given[i+1]} ;;
+            TRAINER.PROMPTKD.TEACHER_PATH) path=${given[i+1]} ;;
+            TRAINER.PROMPTKD.*) ;;
+            *) opts+=("${given[i]}" "${given[i+1]}") ;;
+        esac
+    done
+    [ -z "$name" ] || opts+=(MODEL.BACKBONE.NAME "$name")
+    opts+=(MODEL.BACKBONE.PATH "$path")
+    dir=$(run_dir train_base "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED")
+    if [ "$action" = train ]; then
+        echo "[PromptKD] teacher: PromptSRC ($(basename "$TEACHER_CONFIG" .yaml)) on the base classes, seed $TEACHER_SEED"
+        train_base "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED" "${opts[@]}"
+    fi
+    [ -f "$dir/done.json" ] || die "no finished PromptKD teacher in $dir: run scripts/dpc/base2new_train.sh $dataset <seed> promptkd first, or name a teacher with TRAINER.PROMPTKD.TEACHER_DIR"
+    epoch=$(last_epoch "$dir")
+    TEACHER_OPTS=(TRAINER.PROMPTKD.TEACHER_DIR "$dir" TRAINER.PROMPTKD.TEACHER_EPOCH "${epoch:--1}")
+}
+
 # parse_dpc_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (from an optional
-# coop|cocoop|kgcoop|maple|ivlp|promptsrc), STAGE1_CONFIG, DPC_CONFIG and the OPTS array (the trailing yacs options) for the
-# scripts in scripts/dpc/
+# coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd), STAGE1_CONFIG, DPC_CONFIG and the OPTS array (the trailing yacs
+# options) for the scripts in scripts/dpc/
 parse_dpc_args() {
     local usage=$1
     shift
@@ -175,7 +220,7 @@ parse_dpc_args() {
     check_seed "$SEED"
     local backbone=coop
     case "${1:-}" in
-        coop|cocoop|kgcoop|maple|ivlp|promptsrc) backbone=$1; shift ;;
+        coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd) backbone=$1; shift ;;
         *.*|"") ;;  # yacs options follow
         *) die "unknown backbone '$1' (choose $BACKBONES)" ;;
     esac
@@ -185,10 +230,12 @@ parse_dpc_args() {
     DPC_CONFIG=${DPC_CONFIG:-$(default_config "DPC_$TRAINER")}
     check_config "$STAGE1_CONFIG"
     check_config "$DPC_CONFIG"
+    [ "$TRAINER" != PromptKD ] || check_config "$TEACHER_CONFIG"
     check_environment
     # EuroSAT has 5 base classes, fewer than the paper's K = 8: use K = 5 there (the options can override it)
     OPTS=()
     [ "$DATASET" = eurosat ] && OPTS=(DPC.TOPK 5)
+    [ "$TRAINER" != PromptKD ] || OPTS+=($(promptkd_options "$DATASET"))
     OPTS+=("$@")
 }
 
@@ -206,6 +253,12 @@ backbone_main() {
     config=${CONFIG:-$(default_config "$trainer")}
     check_config "$config"
     check_environment
+    if [ "$trainer" = PromptKD ]; then
+        check_config "$TEACHER_CONFIG"
+        set -- $(promptkd_options "$dataset") "$@"
+        promptkd_teacher "$action" "$dataset" "$@"
+        set -- "$@" "${TEACHER_OPTS[@]}"
+    fi
     if [ "$action" = train ]; then
         train_base "$dataset" "$trainer" "$config" "$seed" "$@"
     else

@@ -32,7 +32,7 @@ def bash(env, script, *args, **extra):
     ("scripts/dpc/base2new_train.sh", ["eurosat", "one"], {}, "seed must be a positive integer, not 'one'"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "0"], {}, "seed must be a positive integer, not '0'"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "1", "mapel"], {},
-     "unknown backbone 'mapel' (choose coop, cocoop, kgcoop, maple, ivlp or promptsrc)"),
+     "unknown backbone 'mapel' (choose coop, cocoop, kgcoop, maple, ivlp, promptsrc or promptkd)"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "1", "coop", "OPTIM.MAX_EPOCH"], {}, "KEY VALUE pairs"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"STAGE1_CONFIG": "nowhere.yaml"},
      "config file not found: nowhere.yaml"),

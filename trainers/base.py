@@ -107,14 +107,22 @@ class PromptTrainer(TrainerX):
         if "dpc" in ckpt:
             raise ValueError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
 
+    def check_checkpoint_settings(self, path: str, ckpt: dict) -> None:
+        """Refuse a checkpoint trained with settings this run does not have (PromptKD: another teacher)."""
+
+    def saved_keys(self, name: str, module):
+        """State-dict keys of registered model ``name`` that its checkpoints hold (None: all of them)."""
+        return None
+
     def load_model(self, directory, epoch=None):
         if not directory:
             raise ValueError("no model directory given: --eval-only needs --model-dir (a training output dir)")
         for name, module in self._models.items():
             path, ckpt = read_saved_model(directory, name, epoch)
             self.check_checkpoint_kind(path, ckpt)
+            self.check_checkpoint_settings(path, ckpt)
             check_evaluated_classes(path, ckpt, self.dm.dataset, self.cfg.DATASET.SUBSAMPLE_CLASSES)
-            load_state_checked(module, ckpt["state_dict"], path,
+            load_state_checked(module, ckpt["state_dict"], path, keys=self.saved_keys(name, module),
                                hint="Use the same trainer options (N_CTX, CTX_INIT, CSC, prompt depth, backbone); "
                                     "class-specific contexts (CSC) cannot move to other classes.")
             print(f"Loaded {path} into {name} (epoch {ckpt.get('epoch')})")

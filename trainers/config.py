@@ -57,4 +57,19 @@ def extend_cfg(cfg) -> None:
     cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9  # layers with prompts; 0: no vision prompts
     cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9  # >= 1
 
+    # PromptKD (github zhengli97/PromptKD, train.py); the teacher is a PromptSRC run (trainers/promptkd_teacher.py)
+    cfg.TRAINER.PROMPTKD = CN()
+    cfg.TRAINER.PROMPTKD.N_CTX_VISION = 4  # student's vision prompt tokens
+    cfg.TRAINER.PROMPTKD.PROMPT_DEPTH_VISION = 9  # student's prompted vision blocks (>= 1)
+    cfg.TRAINER.PROMPTKD.CTX_INIT = "a photo of a"  # the teacher's text prompt (its learned tokens come from its file)
+    cfg.TRAINER.PROMPTKD.PREC = "fp16"
+    cfg.TRAINER.PROMPTKD.TEMPERATURE = 1.0
+    cfg.TRAINER.PROMPTKD.KD_WEIGHT = 1.0  # published runs: 1000 (200 on fgvc_aircraft, oxford_flowers, dtd)
+    cfg.TRAINER.PROMPTKD.TRAIN_IMAGES = "all-classes"  # all-classes: every train image, labels unused (published) | train-x
+    cfg.TRAINER.PROMPTKD.TEACHER_NAME = "ViT-L/14"  # the teacher's CLIP
+    cfg.TRAINER.PROMPTKD.TEACHER_PATH = ""  # its weight file; empty: $DPC_CLIP_MODELS or ~/.cache/clip
+    cfg.TRAINER.PROMPTKD.TEACHER_DIR = ""  # a PromptSRC run on the base classes, or a folder with VLPromptLearner/model-best.pth.tar
+    cfg.TRAINER.PROMPTKD.TEACHER_EPOCH = -1  # <= 0: the newest checkpoint (or model-best) in TEACHER_DIR
+    cfg.TRAINER.PROMPTKD.DPC_SCORER = "teacher"  # DPC negatives scored by: teacher (the release) | student (stage-1 PromptKD)
+
     add_dpc_config(cfg)

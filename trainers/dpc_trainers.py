@@ -1,12 +1,16 @@
 """DPC versions of our backbones: each is the backbone trainer plus ``DPCMixin``."""
+import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 
+from .base import PromptTrainer
 from .cocoop import CoCoOp
 from .coop import CoOp
-from .dpc import DPCMixin
+from .dpc import DPCMixin, decoupling
 from .ivlp import IVLP
 from .kgcoop import KgCoOp
 from .maple import MaPLe
+from .models.promptkd import TextPromptCopy
+from .promptkd import PromptKD
 from .promptsrc import PromptSRC
 
 
@@ -38,3 +42,65 @@ class DPC_KgCoOp(DPCMixin, KgCoOp):
 @TRAINER_REGISTRY.register()
 class DPC_IVLP(DPCMixin, IVLP):
     """Text and vision prompts (input and deep) get duals."""
+
+
+@TRAINER_REGISTRY.register()
+class DPC_PromptKD(DPCMixin, PromptKD):
+    """The student's vision prompts and projector get duals, and so does ``dpc_text``, a learnable copy of the
+    teacher's text prompts read through the teacher's own text tower: the text side L_CL needs and the
+    student lacks. Negatives are ranked by the teacher (TRAINER.PROMPTKD.DPC_SCORER teacher, as the release)
+    or by stage-1 PromptKD (student). Base classes are scored against ``dpc_text``, new classes against the
+    teacher's text features, as PromptKD and the release do. With DPC.PARALLEL_LOSS the distillation term on
+    the anchors is added to L_CL. Stage 2 trains on the loaded few-shot base images (TRAIN_IMAGES unused)."""
+
+    def build_data_loader(self):
+        PromptTrainer.build_data_loader(self)  # Dassl's loaders: the few-shot base classes, not PromptKD's set
+
+    def build_prompt_model(self, classnames, clip_model):
+        model = super().build_prompt_model(classnames, clip_model)
+        model.prompt_learner.dpc_text = TextPromptCopy(self.teacher.prompt_learner)
+        return model
+
+    def saved_keys(self, name, module):
+        if self.dpc_loading == "stage1":  # a PromptKD checkpoint: the text copy starts from the teacher instead
+            return [k for k in module.state_dict() if not k.startswith("dpc_text.")]
+        return None
+
+    def set_model_mode(self, mode="train", names=None):
+        super().set_model_mode(mode, names)
+        self.dpc_eval_text = None
+
+    def before_train(self):
+        super().before_train()
+        scorer = "the teacher (as the release)" if self.trainer_cfg.DPC_SCORER == "teacher" else "stage-1 PromptKD"
+        print(f"DPC: hard negatives ranked by {scorer}; L_CL on the student's features and a copy of the teacher's "
+              f"text prompts; PromptKD's distillation term {'added' if self.cfg.DPC.PARALLEL_LOSS else 'off'}")
+
+    def dpc_text_features(self):
+        """Normalised text features of the trained classes under the current mode's text prompts."""
+        if decoupling.get_mode(self.dpc_net) == "stage1":  # the teacher's prompts: its features, computed once
+            return self.model.text_features
+        return F.normalize(self.model.prompt_learner.dpc_text.features(self.teacher, self.class_rows), dim=-1)
+
+    def dpc_features(self, images):
+        return self.model.encode_image(images), self.dpc_text_features()
+
+    def dpc_scoring_features(self, images):
+        if self.trainer_cfg.DPC_SCORER == "student":
+            return super().dpc_scoring_features(images)
+        self.dpc_teacher_anchors = (images, self.teacher_image_features(images))
+        return self.dpc_teacher_anchors[1], self.model.text_features
+
+    def dpc_extra_loss(self, images, labels, image_features, text_features):
+        if not self.cfg.DPC.PARALLEL_LOSS:
+            return None
+        cached = getattr(self, "dpc_teacher_anchors", None)
+        teacher = cached[1] if cached is not None and cached[0] is images else None
+        return {"kd": self.distill(images, image_features, self.model.text_features, teacher)[0]}
+
+    def model_inference(self, images):
+        if decoupling.get_mode(self.dpc_net) in ("stage1", "new"):
+            return self.model(images)  # the teacher's text features of the evaluated classes
+        if self.dpc_eval_text is None:
+            self.dpc_eval_text = self.dpc_text_features()
+        return self.model.logits(self.model.encode_image(images), self.dpc_eval_text)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Seeds 1-3 (or SEEDS="..."), then the backbone vs backbone+DPC table:
-#   bash scripts/dpc/base2new_seeds.sh DATASET [coop|cocoop|kgcoop|maple|ivlp|promptsrc] [yacs options...]
+#   bash scripts/dpc/base2new_seeds.sh DATASET [coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd] [yacs options...]
 source "$(dirname "$0")/../lib.sh"
-USAGE="bash scripts/dpc/base2new_seeds.sh DATASET [coop|cocoop|kgcoop|maple|ivlp|promptsrc] [yacs options...]"
+USAGE="bash scripts/dpc/base2new_seeds.sh DATASET [coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd] [yacs options...]"
 [ "$#" -ge 1 ] || die "usage: $USAGE"
 DATASET=$1
 shift

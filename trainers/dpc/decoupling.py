@@ -21,6 +21,11 @@ The prompt a backbone sees depends on the mode:
 
 ``M = P`` reproduces the stage-1 tensor bit for bit in every mode, and ``w_n = 0`` gives exactly ``P``.
 
+Batch-norm running statistics are not learned but change in training (PromptKD's projector has them):
+``attach_statistics`` keeps a stage-1 copy next to each such layer (``DualStatistics``). In ``stage1`` and
+``new`` modes the layer normalises with the stage-1 statistics, as the stage-1 model is evaluated, and
+changes nothing; in ``train`` and ``base`` it is the layer as trained in stage 2.
+
 The mechanism is ``torch.nn.utils.parametrize``: the backbone keeps reading ``self.ctx`` (or any
 other prompt attribute) and transparently gets the prompt of the current mode. In a state dict
 a wrapped tensor ``ctx`` appears as ``parametrizations.ctx.original`` (``M``) plus the buffer
@@ -129,6 +134,45 @@ class DualPrompt(nn.Module):
                 f"base_prompt={self.base_prompt}")
 
 
+class DualStatistics(nn.Module):
+    """Stage-1 running statistics of one batch-norm layer, and the mode that decides whether they are used."""
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.register_buffer("running_mean", norm.running_mean.detach().clone())
+        self.register_buffer("running_var", norm.running_var.detach().clone())
+        self.mode = "train"
+        self._saved = None
+        norm.register_forward_pre_hook(self._swap_in)
+        norm.register_forward_hook(self._swap_out, always_call=True)
+
+    def _swap_in(self, norm, args):
+        if self.mode in ("stage1", "new"):
+            self._saved = (norm.training, norm.running_mean, norm.running_var)
+            norm.training, norm.running_mean, norm.running_var = False, self.running_mean, self.running_var
+
+    def _swap_out(self, norm, args, output):
+        if self._saved is not None:
+            norm.training, norm.running_mean, norm.running_var = self._saved
+            self._saved = None
+
+    def extra_repr(self) -> str:
+        return f"features={self.running_mean.numel()}, mode={self.mode}"
+
+
+def attach_statistics(root: nn.Module) -> List[str]:
+    """Give every batch-norm layer of ``root`` that tracks running statistics a stage-1 copy of them (its
+    current ones); returns the layers' names."""
+    names = []
+    for name, module in list(root.named_modules()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            if any(isinstance(child, DualStatistics) for child in module.children()):
+                raise ValueError(f"{name} already has stage-1 statistics")
+            module.dpc_stage1_statistics = DualStatistics(module)
+            names.append(name)
+    return names
+
+
 def _owner(root: nn.Module, dotted: str):
     *path, attr = dotted.split(".")
     module = root
@@ -159,11 +203,16 @@ def dual_prompts(root: nn.Module) -> Iterator[DualPrompt]:
     return (m for m in root.modules() if isinstance(m, DualPrompt))
 
 
+def _duals(root: nn.Module) -> Iterator[nn.Module]:
+    """Everything that follows the mode: dual prompts and stage-1 statistics."""
+    return (m for m in root.modules() if isinstance(m, (DualPrompt, DualStatistics)))
+
+
 def set_mode(root: nn.Module, mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"dual-prompt mode must be one of {MODES}, got {mode!r}")
     found = False
-    for dual in dual_prompts(root):
+    for dual in _duals(root):
         dual.mode = mode
         found = True
     if not found:
@@ -171,7 +220,7 @@ def set_mode(root: nn.Module, mode: str) -> None:
 
 
 def get_mode(root: nn.Module) -> str:
-    modes = {dual.mode for dual in dual_prompts(root)}
+    modes = {dual.mode for dual in _duals(root)}
     if len(modes) != 1:
         raise ValueError(f"dual prompts are in mixed or no modes: {sorted(modes)}")
     return modes.pop()
@@ -199,8 +248,14 @@ def set_weights(root: nn.Module, w_base: float | None = None, w_new: float | Non
 
 
 def state_keys(root: nn.Module) -> List[str]:
-    """State-dict keys of the dual prompts (M, P, w_b) and any other trainable tensor of ``root``."""
+    """State-dict keys of the dual prompts (M, P, w_b), any other trainable tensor of ``root``, and the
+    running statistics (stage-1 and trained) of layers with ``DualStatistics``."""
     keys = [k for k in root.state_dict() if k.startswith("parametrizations.") or ".parametrizations." in k]
+    for name, module in root.named_modules():
+        if isinstance(module, DualStatistics):
+            norm = name[:-len("dpc_stage1_statistics")]  # "<layer>." (or "" for a root layer)
+            keys += [f"{name}.running_mean", f"{name}.running_var", f"{norm}running_mean", f"{norm}running_var",
+                     f"{norm}num_batches_tracked"]
     return keys + trainable_names(root)
 
 

@@ -91,6 +91,9 @@ class DPCMixin:
                 decoupling.attach(module, names, w_train=d.W_BASE, w_new=d.W_NEW, base_prompt=d.BASE_PROMPT,
                                   update=d.UPDATE)
                 self.dpc_prompts[name] = names
+            norms = decoupling.attach_statistics(module)
+            if norms:
+                print(f"DPC: batch-norm statistics of {', '.join(norms)} keep a stage-1 copy (used in stage1 and new modes)")
         if not self.dpc_prompts:
             raise ValueError(f"DPC found no learnable prompt tensor in {type(self).__name__}'s registered models; "
                              "set `dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
@@ -214,7 +217,7 @@ class DPCMixin:
         """Features of anchors + negatives under P' (with gradients)."""
         if self._dpc_custom_features():
             return self.dpc_features(images)
-        reuse = self.dpc_capture.can_reuse_anchors()
+        reuse = anchor_features is not None and self.dpc_capture.can_reuse_anchors()
         return self.dpc_capture(images, anchors=anchor_features if reuse else None)
 
     # ---------------------------------------------------------------- training
@@ -258,13 +261,21 @@ class DPCMixin:
         atomic_write_text(os.path.join(self.output_dir, "dpc_stage1.json"),
                           json.dumps(self.dpc_stage1, indent=2) + "\n")
 
+    def dpc_scoring_features(self, images):
+        """(anchors' image features, text features of the base classes) that rank the hard negatives: by default
+        the stage-1 model's (the frozen prompts P). A trainer may score with another model (DPC_PromptKD: the
+        teacher, as the release does)."""
+        return self._dpc_stage1_features(images)
+
     def dpc_batch(self, images, labels):
-        """Sample hard negatives for a batch of anchors: (negative images, pair labels, anchors' stage-1 features)."""
-        anchor_features, text_features = self._dpc_stage1_features(images)
-        picked = self.dpc_sampler.sample(cosine_logits(anchor_features, text_features), labels)
+        """Sample hard negatives for a batch of anchors: (negative images, pair labels, the anchors' stage-1 image
+        features, or None when another model scored them)."""
+        image_features, text_features = self.dpc_scoring_features(images)
+        picked = self.dpc_sampler.sample(cosine_logits(image_features, text_features), labels)
         negatives = self.dpc_bank.load(picked.neg_items).to(images.device, images.dtype)
         pair_labels = torch.cat([labels, torch.tensor(picked.neg_labels, dtype=labels.dtype, device=labels.device)])
-        return negatives, pair_labels, anchor_features
+        stage1 = type(self).dpc_scoring_features is DPCMixin.dpc_scoring_features
+        return negatives, pair_labels, image_features if stage1 else None
 
     def dpc_loss(self, images, labels):
         """L_CL over anchors and hard negatives, plus the backbone's parallel terms: (loss, logged values)."""
@@ -320,7 +331,7 @@ class DPCMixin:
         """The backbone's ``forward_backward`` on the last batch, optimizer steps off: its epoch-end work runs.
 
         The learning-rate schedule steps once: in the replay if the backbone steps it there (through
-        ``update_lr`` or its scheduler directly), else here."""
+        ``update_lr`` or its scheduler directly), else here. Batch-norm statistics do not move in the replay."""
         scheduler_steps = []
         with contextlib.ExitStack() as stack:
             for optim in _unique(self._optims.values()):
@@ -333,6 +344,7 @@ class DPCMixin:
             blocked = {}
             for model in _unique((self.model, self.dpc_net)):
                 stack.enter_context(_trained_tensors_only(model, blocked))
+                stack.enter_context(_norm_statistics_kept(model))
             super().forward_backward(batch)
         self.model_zero_grad()
         if not scheduler_steps:
@@ -444,6 +456,19 @@ def _disabled(obj, *methods: str):
         for method in methods:
             stack.enter_context(replaced(obj, method, lambda *a, **k: None))
         yield
+
+
+@contextlib.contextmanager
+def _norm_statistics_kept(model):
+    """Batch-norm layers of ``model`` normalise with their running statistics and leave them unchanged in the block."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    for norm in norms:
+        norm.train(False)
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.train(True)
 
 
 @contextlib.contextmanager

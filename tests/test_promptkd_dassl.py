@@ -1,0 +1,189 @@
+"""PromptKD and PromptKD+DPC end to end with real Dassl: the one command (teacher, PromptKD, DPC, both new-class
+tests) on a tiny synthetic EuroSAT with a "large" teacher CLIP and a "small" student CLIP, then the invariants
+in this process."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("dassl")
+
+from tests.conftest import ROOT  # noqa: E402
+from tools.parse_test_res import read_accuracy  # noqa: E402
+from tools.synthetic_data import make_dataset  # noqa: E402
+from tools.tiny_clip import save_tiny_clip  # noqa: E402
+from trainers.dpc.checkpoint import atomic_save, load_checkpoint  # noqa: E402
+
+SHOTS, LARGE_WIDTH = 2, 128
+DEPTH = ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3",
+         "TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", "3"]
+STAGE1 = "PromptKD/vit_b16_c2_ep20_batch32_4+4ctx"
+STAGE2 = "DPC/PromptKD/vit_b16_c2_ep20_batch4_4+4ctx_top8"
+TEACHER = "PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx"
+
+
+@pytest.fixture(scope="module")
+def kd(tmp_path_factory):
+    """The one command, run once: bash scripts/dpc/base2new_train.sh eurosat 1 promptkd (tiny settings)."""
+    root = tmp_path_factory.mktemp("promptkd")
+    make_dataset(str(root / "data"), "eurosat", n_classes=6, train_per_class=3, val_per_class=1, test_per_class=2)
+    small = save_tiny_clip(str(root / "small.pt"))
+    large = save_tiny_clip(str(root / "large.pt"), width=LARGE_WIDTH, embed_dim=48, seed=1)
+    opts = ["MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", small, "INPUT.SIZE", "(32,32)",
+            "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "16", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+            "OPTIM.MAX_EPOCH", "1", "TRAIN.PRINT_FREQ", "1", "DPC.TOPK", "3", "TRAINER.PROMPTKD.TEACHER_NAME", "custom",
+            "TRAINER.PROMPTKD.TEACHER_PATH", large] + DEPTH
+    env = dict(os.environ, DATA_ROOT=str(root / "data"), OUTPUT_ROOT=str(root / "out"), SHOTS=str(SHOTS),
+               PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "scripts/dpc/base2new_train.sh", "eurosat", "1", "promptkd", *opts], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = root / "out" / "base2new"
+
+    def run_dir(kind, trainer, config):
+        return runs / kind / "eurosat" / f"shots_{SHOTS}" / trainer / config.split("/")[-1] / "seed1"
+
+    dirs = {"teacher": run_dir("train_base", "PromptSRC", TEACHER),
+            "promptkd": run_dir("train_base", "PromptKD", STAGE1), "dpc": run_dir("train_base", "DPC_PromptKD", STAGE2),
+            "promptkd_new": run_dir("test_new", "PromptKD", STAGE1), "dpc_new": run_dir("test_new", "DPC_PromptKD", STAGE2)}
+    teacher_opts = ["TRAINER.PROMPTKD.TEACHER_DIR", str(dirs["teacher"]), "TRAINER.PROMPTKD.TEACHER_EPOCH", "1"]
+    return {"root": root, "data": str(root / "data"), "opts": opts, "teacher_opts": teacher_opts, "dirs": dirs,
+            "stdout": proc.stdout, "env": env}
+
+
+def build(kd, trainer, config, out, *opts):
+    """The trainer train.py builds for this command line, in this process."""
+    import train
+    from dassl.utils import set_random_seed
+
+    args = train.parse_args(["--root", kd["data"], "--seed", "1", "--trainer", trainer,
+                             "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
+                             "--config-file", os.path.join(ROOT, "configs/trainers", config + ".yaml"),
+                             "--output-dir", str(out), "DATASET.NUM_SHOTS", str(SHOTS), *kd["opts"],
+                             *kd["teacher_opts"], *opts])
+    cfg = train.setup_cfg(args)
+    set_random_seed(cfg.SEED)
+    return train.build(cfg)
+
+
+def test_one_command_trains_teacher_student_dpc_and_tests_both(kd):
+    d = kd["dirs"]
+    for name, path in d.items():
+        assert (path / "done.json").is_file(), name
+    assert "[PromptKD] teacher: PromptSRC" in kd["stdout"]
+    teacher = load_checkpoint(str(d["teacher"] / "prompt_learner" / "model.pth.tar-1"))
+    assert teacher["trainer"] == "PromptSRC" and len(teacher["classnames"]) == 3  # on the base classes
+    table = subprocess.run([sys.executable, "tools/parse_test_res.py", "--base2new", str(kd["root"] / "out" / "base2new")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "| PromptKD " in table and "| DPC_PromptKD " in table and "DPC_PromptKD - PromptKD" in table
+    # w_n = 1e-6: DPC's new-class predictions are PromptKD's
+    assert read_accuracy(str(d["dpc_new"])) == read_accuracy(str(d["promptkd_new"]))
+    log = (d["promptkd"] / "log.txt").read_text()
+    assert "distilling on all 18 training images of all 6 classes" in log  # transductive: every class, every image
+
+
+def test_checkpoints_hold_the_student_and_dpc_clones_stage1(kd):
+    d = kd["dirs"]
+    kd_ckpt = load_checkpoint(str(d["promptkd"] / "prompt_learner" / "model.pth.tar-1"))
+    state = kd_ckpt["state_dict"]
+    assert {k.split(".")[0] for k in state} == {"vision_ctx", "deep_vision", "projector"}
+    assert "projector.layers.1.running_mean" in state and kd_ckpt["teacher"]["prompts_sha256"]
+    dpc = load_checkpoint(str(d["dpc"] / "prompt_learner" / "model.pth.tar-1"))["state_dict"]
+    teacher = load_checkpoint(str(d["teacher"] / "prompt_learner" / "model.pth.tar-1"))["state_dict"]
+    for key, value in state.items():  # P of every student tensor is the PromptKD tensor, truly cloned
+        owner, _, attr = key.rpartition(".")
+        p_key = f"{owner}.parametrizations.{attr}.0.stage1" if owner else f"parametrizations.{attr}.0.stage1"
+        if p_key in dpc:
+            assert torch.equal(dpc[p_key], value), key
+        elif "running" in key:
+            assert torch.equal(dpc[f"{owner}.dpc_stage1_statistics.{attr}"], value), key
+    for key in ["ctx", "deep_text.0", "deep_text.1"]:  # the text copy starts at the teacher's prompts
+        owner, _, attr = f"dpc_text.{key}".rpartition(".")
+        assert torch.equal(dpc[f"{owner}.parametrizations.{attr}.0.stage1"], teacher[key].float()), key
+    n_duals = sum(k.endswith(".0.stage1") for k in dpc)
+    assert n_duals == 9 + 3  # vision prompts (3), projector (6), text copy (3)
+
+
+def test_stage1_mode_and_w_new_zero_reproduce_promptkd(kd, tmp_path):
+    d = kd["dirs"]
+    images = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    logits = {}
+    for split in ("base", "new"):
+        promptkd = build(kd, "PromptKD", STAGE1, tmp_path / f"kd_{split}", "DATASET.SUBSAMPLE_CLASSES", split)
+        promptkd.load_model(str(d["promptkd"]), epoch=1)
+        promptkd.set_model_mode("eval")
+        with torch.no_grad():
+            logits[split] = promptkd.model_inference(images)
+    mode_of = {"base": ["DPC.EVAL_MODE", "stage1"], "new": ["DPC.W_NEW", "0.0"]}
+    for split, opts in mode_of.items():
+        dpc = build(kd, "DPC_PromptKD", STAGE2, tmp_path / f"dpc_{split}", "DATASET.SUBSAMPLE_CLASSES", split, *opts)
+        dpc.load_model(str(d["dpc"]), epoch=1)
+        dpc.set_model_mode("eval")
+        with torch.no_grad():
+            assert torch.equal(dpc.model_inference(images), logits[split]), split
+            if split == "base":  # the trained parallel prompts do change base predictions
+                from trainers.dpc import decoupling
+                decoupling.set_mode(dpc.dpc_net, "base")
+                assert not torch.equal(dpc.model_inference(images), logits[split])
+
+
+def upstream_layout(ckpt_state, teacher_trainer):
+    """Our teacher run's prompts under the PromptKD authors' key names, with their class-name token buffer."""
+    state = {"prompt_learner.ctx": ckpt_state["ctx"], "image_encoder.VPT": ckpt_state["vision_ctx"],
+             "prompt_learner.token_suffix": teacher_trainer.teacher.prompt_learner.token_suffix[:3].half()}
+    for key, value in ckpt_state.items():
+        if key.startswith("deep_"):
+            tower = "text_encoder" if key.startswith("deep_text") else "image_encoder"
+            state[f"{tower}.transformer.resblocks.{int(key.split('.')[1]) + 1}.VPT_shallow"] = value
+    return state
+
+
+def test_published_teacher_layout_gives_the_same_teacher(kd, tmp_path):
+    d = kd["dirs"]
+    ours = build(kd, "PromptKD", STAGE1, tmp_path / "ours", "DATASET.SUBSAMPLE_CLASSES", "new")
+    teacher = load_checkpoint(str(d["teacher"] / "prompt_learner" / "model.pth.tar-1"))["state_dict"]
+    published = tmp_path / "teacher_model" / "eurosat"
+    atomic_save({"state_dict": upstream_layout(teacher, ours), "epoch": 20},
+                str(published / "VLPromptLearner" / "model-best.pth.tar"))
+    theirs = build(kd, "PromptKD", STAGE1, tmp_path / "theirs", "DATASET.SUBSAMPLE_CLASSES", "new",
+                   "TRAINER.PROMPTKD.TEACHER_DIR", str(published), "TRAINER.PROMPTKD.TEACHER_EPOCH", "-1")
+    assert torch.equal(theirs.teacher_text, ours.teacher_text)
+    theirs.load_model(str(d["promptkd"]), epoch=1)  # same prompts: the student is evaluated with this copy
+    other = dict(upstream_layout(teacher, ours), **{"prompt_learner.ctx": teacher["ctx"] + 1})
+    atomic_save({"state_dict": other, "epoch": 20}, str(tmp_path / "other" / "VLPromptLearner" / "model-best.pth.tar"))
+    wrong = build(kd, "PromptKD", STAGE1, tmp_path / "wrong", "DATASET.SUBSAMPLE_CLASSES", "new",
+                  "TRAINER.PROMPTKD.TEACHER_DIR", str(tmp_path / "other"), "TRAINER.PROMPTKD.TEACHER_EPOCH", "-1")
+    with pytest.raises(ValueError, match="was distilled from the teacher"):
+        wrong.load_model(str(d["promptkd"]), epoch=1)
+
+
+def test_teacher_held_once_text_features_computed_once_and_parallel_kd(kd, tmp_path):
+    import clip.model
+
+    d = kd["dirs"]
+    dpc = build(kd, "DPC_PromptKD", STAGE2, tmp_path / "dpc", "DATASET.SUBSAMPLE_CLASSES", "base",
+                "DPC.STAGE1_DIR", str(d["promptkd"]), "DPC.PARALLEL_LOSS", "True")
+    modules = {id(m): m for root in (dpc.model, dpc.teacher) for m in root.modules()}.values()
+    large_blocks = [m for m in modules if isinstance(m, clip.model.ResidualAttentionBlock)
+                    and m.ln_1.weight.shape[0] == LARGE_WIDTH]
+    assert len(large_blocks) == 8  # one teacher: 4 text and 4 vision blocks, none copied for DPC's text side
+    calls = []
+    dpc.teacher.text_encoder.register_forward_hook(lambda *a: calls.append("teacher text"))
+    dpc.teacher.image_encoder.register_forward_hook(lambda *a: calls.append("teacher image"))
+    dpc.before_train()
+    dpc.set_model_mode("train")
+    dpc.batch_idx, dpc.num_batches = 0, 2
+    batch = next(iter(dpc.train_loader_x))
+    out = dpc.forward_backward(batch)
+    assert calls.count("teacher image") == 1  # anchors scored once; the same features serve the KD term
+    assert calls.count("teacher text") == 1  # the text copy under P' (the teacher's own features are stored)
+    assert out["kd"] > 0 and abs(out["loss"] - out["loss_cl"] - out["kd"]) < 1e-4 * max(1.0, out["loss"])
+    promptkd = build(kd, "PromptKD", STAGE1, tmp_path / "kd", "DATASET.SUBSAMPLE_CLASSES", "base")
+    calls.clear()
+    promptkd.teacher.text_encoder.register_forward_hook(lambda *a: calls.append("teacher text"))
+    promptkd.set_model_mode("train")
+    promptkd.batch_idx, promptkd.num_batches = 0, 2
+    out = promptkd.forward_backward(next(iter(promptkd.train_loader_x)))
+    assert calls == [] and out["loss"] > 0  # PromptKD's step uses the stored text features of all classes
