@@ -74,6 +74,22 @@ def test_fingerprint_follows_the_content_of_the_stage1_checkpoint(tmp_path):
     assert len(changed) == 1 and changed[0].startswith("stage-1 checkpoints:")
 
 
+def test_fingerprint_follows_the_content_of_promptkds_teacher(tmp_path):
+    (tmp_path / "VLPromptLearner").mkdir()
+    ckpt = tmp_path / "VLPromptLearner" / "model-best.pth.tar"
+    torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(4, 8)}}, ckpt)
+    cfg = make_cfg(STAGE1_DIR="")
+    cfg.TRAINER.NAME = "PromptKD"
+    cfg.TRAINER.PROMPTKD = CN({"TEACHER_DIR": str(tmp_path), "TEACHER_EPOCH": -1})
+    first = run_dir.fingerprint(cfg)
+    assert set(first["teacher checkpoints"]) == {"VLPromptLearner"}
+    torch.save({"state_dict": {"prompt_learner.ctx": torch.ones(4, 8)}}, ckpt)  # another teacher in the same place
+    changed = run_dir.differences(first, run_dir.fingerprint(cfg))
+    assert len(changed) == 1 and changed[0].startswith("teacher checkpoints:")
+    cfg.TRAINER.NAME = "CoOp"  # other trainers do not read the teacher
+    assert "teacher checkpoints" not in run_dir.fingerprint(cfg)
+
+
 def test_previous_runs_are_reused_or_resumed_only_with_the_same_settings(tmp_path):
     values = {"OPTIM.MAX_EPOCH": 20, "DPC.TOPK": 8}
     assert run_dir.previous_run(str(tmp_path), values) == "new"

@@ -117,6 +117,10 @@ def fingerprint(cfg, eval_only: bool = False, model_dir: str = "", load_epoch=No
     if stage1:
         values["DPC.STAGE1_DIR"] = os.path.abspath(stage1)
         values["stage-1 checkpoints"] = _saved_models(stage1, cfg.DPC.STAGE1_EPOCH)
+    teacher = cfg.TRAINER.get("PROMPTKD", {}).get("TEACHER_DIR", "") if "TRAINER.PROMPTKD." not in ignored else ""
+    if teacher:  # PromptKD's student depends on its teacher's file, wherever it is
+        values["TRAINER.PROMPTKD.TEACHER_DIR"] = os.path.abspath(teacher)
+        values["teacher checkpoints"] = _saved_models(teacher, cfg.TRAINER.PROMPTKD.get("TEACHER_EPOCH", -1))
     if eval_only:
         values["model_dir"] = os.path.abspath(model_dir) if model_dir else ""
         values["load_epoch"] = load_epoch
