@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import List, Sequence
 
 import torch
-import torch.nn as nn
 
 from ..encoders import PromptedCLIP, PromptedVisionEncoder, TextEncoder, require_vit
-from .vl_prompts import (TextContextLearner, check_depth, deep_prompts, text_layers,
+from .vl_prompts import (TextContextLearner, check_depth, deep_prompts, new_prompt, text_layers,
                          vision_layers, vision_width)
 
 
@@ -40,9 +39,7 @@ class IVLPPromptLearner(TextContextLearner):
         v_width = vision_width(clip_model)
         self.deep_text = deep_prompts(depth_text - 1, n_ctx_text, self.ctx.shape[-1])
         if depth_vision > 0:
-            vision_ctx = torch.empty(n_ctx_vision, v_width)
-            nn.init.normal_(vision_ctx, std=0.02)
-            self.vision_ctx = nn.Parameter(vision_ctx)
+            self.vision_ctx = new_prompt(n_ctx_vision, v_width)
         else:
             self.register_parameter("vision_ctx", None)
         self.deep_vision = deep_prompts(max(depth_vision - 1, 0), n_ctx_vision, v_width)

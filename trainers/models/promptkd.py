@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..encoders import PromptedVisionEncoder, require_vit
-from .vl_prompts import check_depth, deep_prompts, vision_layers, vision_width
+from .vl_prompts import check_depth, deep_prompts, new_prompt, vision_layers, vision_width
 
 
 class FeatureProjector(nn.Module):
@@ -49,9 +49,7 @@ class PromptKDLearner(nn.Module):
         if n_ctx_vision < 1:
             raise ValueError(f"PROMPTKD.N_CTX_VISION must be >= 1, got {n_ctx_vision}")
         width = vision_width(clip_model)
-        vision_ctx = torch.empty(n_ctx_vision, width)
-        nn.init.normal_(vision_ctx, std=0.02)
-        self.vision_ctx = nn.Parameter(vision_ctx)
+        self.vision_ctx = new_prompt(n_ctx_vision, width)
         self.deep_vision = deep_prompts(depth_vision - 1, n_ctx_vision, width)
         self.projector = FeatureProjector(clip_model.visual.output_dim, teacher_dim)
         print(f"PromptKD student: {n_ctx_vision} vision tokens (depth {depth_vision}), projector "

@@ -47,14 +47,16 @@ def check_image_size(size, clip_model, source: str = "") -> None:
                          f"{expected})\", or use CLIP weights made for {h}x{w} images")
 
 
+def new_prompt(n_ctx: int, width: int) -> nn.Parameter:
+    """A prompt of ``n_ctx`` tokens, initialised N(0, 0.02) in fp32 as upstream."""
+    p = torch.empty(n_ctx, width)
+    nn.init.normal_(p, std=0.02)
+    return nn.Parameter(p)
+
+
 def deep_prompts(count: int, n_ctx: int, width: int) -> nn.ParameterList:
-    """``count`` prompts of ``n_ctx`` tokens, initialised N(0, 0.02) in fp32 as upstream."""
-    prompts = nn.ParameterList()
-    for _ in range(count):
-        p = torch.empty(n_ctx, width)
-        nn.init.normal_(p, std=0.02)
-        prompts.append(nn.Parameter(p))
-    return prompts
+    """``count`` prompts of ``n_ctx`` tokens (``new_prompt``)."""
+    return nn.ParameterList([new_prompt(n_ctx, width) for _ in range(count)])
 
 
 class TextContextLearner(nn.Module):
