@@ -8,8 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests._prompt_checks import BASE, NEW, IMAGE, VISION_WIDTH, freeze_like_trainer, images, make_clip
-from tests.upstream_shapes import (CustomCLIP, IVLPBlock, IVLPVisionTransformer, PromptLearner, new_prompt,
-                                   prompted_vit, swap_class)
+from tests.upstream_shapes import CustomCLIP, PromptLearner, add_ivlp_prompts, prompted_vit
 from tools.tiny_clip import build_tiny_clip
 from trainers.dpc import decoupling
 from trainers.dpc.checkpoint import atomic_save
@@ -91,11 +90,7 @@ def test_distillation_loss_by_hand(temperature):
 def upstream_teacher(classnames):
     """The PromptKD authors' teacher layout (upstream PromptSRC's CustomCLIP): VPT / VPT_shallow inside CLIP's
     own modules, prompt_learner.ctx and the class-name token buffers, every CLIP weight in the state dict."""
-    clip_model = large_clip()
-    visual = swap_class(clip_model.visual, IVLPVisionTransformer, VPT=new_prompt(4, LARGE_WIDTH))
-    for blocks, text_layer in ((clip_model.transformer.resblocks, True), (visual.transformer.resblocks, False)):
-        for block in list(blocks)[1:DEPTH]:
-            swap_class(block, IVLPBlock, text_layer=text_layer, VPT_shallow=new_prompt(4, LARGE_WIDTH))
+    clip_model = add_ivlp_prompts(large_clip(), 4, DEPTH)
     learner = PromptLearner(classnames, clip_model, 4)
     return CustomCLIP(learner, clip_model).eval()  # the swapped blocks write their own deep prompts
 

@@ -10,6 +10,7 @@ import torch
 
 pytest.importorskip("dassl")
 
+from tests._backbone_e2e import build_trainer  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tools.parse_test_res import read_accuracy  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
@@ -48,24 +49,15 @@ def kd(tmp_path_factory):
     dirs = {"teacher": run_dir("train_base", "PromptSRC", TEACHER),
             "promptkd": run_dir("train_base", "PromptKD", STAGE1), "dpc": run_dir("train_base", "DPC_PromptKD", STAGE2),
             "promptkd_new": run_dir("test_new", "PromptKD", STAGE1), "dpc_new": run_dir("test_new", "DPC_PromptKD", STAGE2)}
-    teacher_opts = ["TRAINER.PROMPTKD.TEACHER_DIR", str(dirs["teacher"]), "TRAINER.PROMPTKD.TEACHER_EPOCH", "1"]
-    return {"root": root, "data": str(root / "data"), "opts": opts, "teacher_opts": teacher_opts, "dirs": dirs,
-            "stdout": proc.stdout, "env": env}
+    # what the scripts pass to the runs after the teacher's: the shots and the teacher
+    run_opts = opts + ["DATASET.NUM_SHOTS", str(SHOTS), "TRAINER.PROMPTKD.TEACHER_DIR", str(dirs["teacher"]),
+                       "TRAINER.PROMPTKD.TEACHER_EPOCH", "1"]
+    return {"root": root, "data": str(root / "data"), "opts": run_opts, "dirs": dirs, "stdout": proc.stdout}
 
 
 def build(kd, trainer, config, out, *opts):
     """The trainer train.py builds for this command line, in this process."""
-    import train
-    from dassl.utils import set_random_seed
-
-    args = train.parse_args(["--root", kd["data"], "--seed", "1", "--trainer", trainer,
-                             "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
-                             "--config-file", os.path.join(ROOT, "configs/trainers", config + ".yaml"),
-                             "--output-dir", str(out), "DATASET.NUM_SHOTS", str(SHOTS), *kd["opts"],
-                             *kd["teacher_opts"], *opts])
-    cfg = train.setup_cfg(args)
-    set_random_seed(cfg.SEED)
-    return train.build(cfg)
+    return build_trainer(kd, trainer, f"configs/trainers/{config}.yaml", out, *opts)
 
 
 def test_one_command_trains_teacher_student_dpc_and_tests_both(kd):

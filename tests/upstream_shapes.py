@@ -121,6 +121,17 @@ def swap_class(module, cls, **attributes):
     return module
 
 
+def add_ivlp_prompts(clip_model, n_ctx, depth):
+    """Upstream's IVLP prompts inside CLIP's own modules: ``visual.VPT`` and ``VPT_shallow`` on blocks
+    1 .. depth - 1 of both towers (created in that order)."""
+    visual = swap_class(clip_model.visual, IVLPVisionTransformer,
+                        VPT=new_prompt(n_ctx, clip_model.visual.conv1.out_channels))
+    for blocks, text_layer in ((clip_model.transformer.resblocks, True), (visual.transformer.resblocks, False)):
+        for block in list(blocks)[1:depth]:
+            swap_class(block, IVLPBlock, text_layer=text_layer, VPT_shallow=new_prompt(n_ctx, block.ln_1.weight.shape[0]))
+    return clip_model
+
+
 def new_prompt(n_ctx, dim):
     return nn.Parameter(torch.randn(n_ctx, dim) * 0.02)
 
@@ -394,12 +405,7 @@ class UpPromptSRC(UpTrainer):
     def build_custom_clip(self, classnames, clip_model):
         cfg = self.cfg
         zero_shot = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, prec="fp32", device=self.device)
-        visual = swap_class(clip_model.visual, IVLPVisionTransformer,
-                            VPT=new_prompt(self.N_CTX, clip_model.visual.conv1.out_channels))
-        for blocks, text_layer in ((clip_model.transformer.resblocks, True), (visual.transformer.resblocks, False)):
-            for block in list(blocks)[1:self.DEPTH]:
-                swap_class(block, IVLPBlock, text_layer=text_layer,
-                           VPT_shallow=new_prompt(self.N_CTX, block.ln_1.weight.shape[0]))
+        add_ivlp_prompts(clip_model, self.N_CTX, self.DEPTH)
         learner = VLPromptLearner(classnames, clip_model, self.N_CTX, zero_shot)
         return PromptSRCCLIP(learner, clip_model, cfg.OPTIM.MAX_EPOCH)
 

@@ -80,8 +80,9 @@ class PromptKD(PromptTrainer):
         check_image_size(cfg.INPUT.SIZE, clip_model, source)
         dataset = self.dm.dataset
         base = list(getattr(dataset, "base_classnames", None) or dataset.classnames)
-        teacher, self.teacher_file = load_teacher(c.TEACHER_DIR, c.TEACHER_EPOCH, clip_model, source, c.CTX_INIT,
-                                                  base, self.teacher_classnames(), cfg.DATASET.NAME)
+        teacher, path = load_teacher(c.TEACHER_DIR, c.TEACHER_EPOCH, clip_model, source, c.CTX_INIT, base,
+                                     self.teacher_classnames(), cfg.DATASET.NAME)
+        self.teacher_record = teacher_record(teacher, path)
         return teacher.to(self.device)
 
     @torch.no_grad()
@@ -131,24 +132,25 @@ class PromptKD(PromptTrainer):
         return loss, {"agree_with_teacher": agree}
 
     # ---------------------------------------------------------------- checkpoints
-    def teacher_record(self) -> dict:
-        """The teacher's file and a digest of its prompts: a student is only evaluated with its own teacher."""
-        digest = hashlib.sha256()
-        for key, value in sorted(self.teacher.prompt_learner.named_parameters()):
-            digest.update(key.encode() + value.detach().float().cpu().numpy().tobytes())
-        return {"file": os.path.abspath(self.teacher_file), "prompts_sha256": digest.hexdigest()[:16]}
-
     def checkpoint_extras(self) -> dict:
         extras = super().checkpoint_extras()
-        extras["teacher"] = self.teacher_record()
+        extras["teacher"] = self.teacher_record
         return extras
 
     def check_checkpoint_settings(self, path, ckpt):
         super().check_checkpoint_settings(path, ckpt)
-        saved, current = ckpt.get("teacher"), self.teacher_record()
+        saved, current = ckpt.get("teacher"), self.teacher_record
         if saved is None:
             print(f"Warning: {path} does not record its teacher; it is evaluated with {current['file']}")
         elif saved.get("prompts_sha256") != current["prompts_sha256"]:
             raise ValueError(f"{path} was distilled from the teacher {saved.get('file')}, but this run's teacher is "
                              f"{current['file']} (other prompts): set TRAINER.PROMPTKD.TEACHER_DIR (and TEACHER_EPOCH) "
                              "to the teacher of that run")
+
+
+def teacher_record(teacher, path: str) -> dict:
+    """The teacher's file and a digest of its prompts: a student is only evaluated with its own teacher."""
+    digest = hashlib.sha256()
+    for key, value in sorted(teacher.prompt_learner.named_parameters()):
+        digest.update(key.encode() + value.detach().float().cpu().numpy().tobytes())
+    return {"file": os.path.abspath(path), "prompts_sha256": digest.hexdigest()[:16]}
