@@ -134,6 +134,9 @@ class DualPrompt(nn.Module):
                 f"base_prompt={self.base_prompt}")
 
 
+STATISTICS = "dpc_stage1_statistics"  # the attribute of a batch-norm layer holding its DualStatistics
+
+
 class DualStatistics(nn.Module):
     """Stage-1 running statistics of one batch-norm layer, and the mode that decides whether they are used."""
 
@@ -168,7 +171,7 @@ def attach_statistics(root: nn.Module) -> List[str]:
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
             if any(isinstance(child, DualStatistics) for child in module.children()):
                 raise ValueError(f"{name} already has stage-1 statistics")
-            module.dpc_stage1_statistics = DualStatistics(module)
+            setattr(module, STATISTICS, DualStatistics(module))
             names.append(name)
     return names
 
@@ -253,7 +256,7 @@ def state_keys(root: nn.Module) -> List[str]:
     keys = [k for k in root.state_dict() if k.startswith("parametrizations.") or ".parametrizations." in k]
     for name, module in root.named_modules():
         if isinstance(module, DualStatistics):
-            norm = name[:-len("dpc_stage1_statistics")]  # "<layer>." (or "" for a root layer)
+            norm = name[:-len(STATISTICS)]  # "<layer>." (or "" for a root layer)
             keys += [f"{name}.running_mean", f"{name}.running_var", f"{norm}running_mean", f"{norm}running_var",
                      f"{norm}num_batches_tracked"]
     return keys + trainable_names(root)
