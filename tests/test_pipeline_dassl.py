@@ -380,6 +380,31 @@ def test_backbone_losses_can_be_added_in_parallel(workspace, dpc_pipeline):
     trainer.close_writer()
 
 
+def test_cross_entropy_objective_is_the_backbones_loss_on_the_anchors(workspace, dpc_pipeline):
+    """Table 3's rows without the hard-negative optimizer: the anchors' CE over all base classes under P' (at the
+    start P' = P, so it is stage-1 CoOp's own loss), no negatives."""
+    stage1 = run_dir(workspace, "train_base", "CoOp", COOP_CFG)
+    trainer = build_trainer_for(workspace, "DPC_CoOp", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
+                                workspace["root"] / "ce_objective", "DATASET.SUBSAMPLE_CLASSES", "base",
+                                "DPC.STAGE1_DIR", str(stage1), "DPC.OBJECTIVE", "cross-entropy", *SMALL_K)
+    trainer.before_train()
+    trainer.set_model_mode("train")
+    batch = next(iter(trainer.train_loader_x))
+    loss, logged = trainer.dpc_loss(batch["img"], batch["label"])
+    coop = build_trainer_for(workspace, "CoOp", f"configs/trainers/CoOp/{COOP_CFG}.yaml", workspace["root"] / "ce_coop",
+                             "DATASET.SUBSAMPLE_CLASSES", "base")
+    coop.load_model(str(stage1), epoch=2)
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(coop.model(batch["img"]), batch["label"])
+    assert set(logged) == {"loss_ce"} and loss.requires_grad
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="OBJECTIVE"):
+        build_trainer_for(workspace, "DPC_CoOp", f"configs/trainers/DPC/CoOp/{DPC_CFG}.yaml",
+                          workspace["root"] / "bad_objective", "DPC.OBJECTIVE", "random", "DPC.STAGE1_DIR", str(stage1))
+    trainer.close_writer()
+    coop.close_writer()
+
+
 def dpc_loss_once(trainer, batch):
     """One stage-2 loss with the sampler and the augmentations of the negatives reseeded: (loss, logged)."""
     import random

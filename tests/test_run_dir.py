@@ -34,6 +34,23 @@ def test_a_held_directory_is_refused_at_once_and_freed_when_the_holder_is_killed
     assert (tmp_path / ".lock").read_text() == ""
 
 
+def test_with_wait_for_lock_a_held_directory_is_waited_for(tmp_path, monkeypatch):
+    """What two sweeps over one output root rely on: the second waits for the run, then finds it finished."""
+    monkeypatch.setenv(run_dir.WAIT_ENV, "1")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD.replace("60", "1.0"), str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with run_dir.exclusive(str(tmp_path)):
+            assert holder.wait(timeout=5) == 0  # we got the directory only once the holder was done
+            assert str(os.getpid()) in (tmp_path / ".lock").read_text()
+        assert time.monotonic() - start > 0.3
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def make_cfg(**dpc):
     cfg = CN()
     cfg.OUTPUT_DIR = "out"

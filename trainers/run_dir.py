@@ -34,9 +34,18 @@ class RunDirError(RuntimeError):
     """The run directory cannot be used as asked (held by another process, or other settings)."""
 
 
+# set by tools/sweep.py: a run directory held by another process (another sweep) is waited for, not refused
+WAIT_ENV = "DPC_WAIT_FOR_LOCK"
+
+
+def waits_for_lock() -> bool:
+    return os.environ.get(WAIT_ENV, "") not in ("", "0")
+
+
 @contextlib.contextmanager
 def exclusive(directory: str):
-    """Hold ``directory`` for this process; fail at once, naming the holder, if another has it."""
+    """Hold ``directory`` for this process; if another has it, fail at once naming the holder (or wait for it,
+    with DPC_WAIT_FOR_LOCK=1)."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, ".lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -45,9 +54,13 @@ def exclusive(directory: str):
     except BlockingIOError:
         with open(path) as f:
             holder = f.read().strip() or "another process"
-        os.close(fd)
-        raise RunDirError(f"{directory} is in use by {holder}. One run per directory: wait for it to "
-                          "finish, or give this run another --output-dir (OUTPUT_ROOT for the scripts).") from None
+        if waits_for_lock():
+            print(f"{directory} is in use by {holder}; waiting for it ({WAIT_ENV}=1)", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            os.close(fd)
+            raise RunDirError(f"{directory} is in use by {holder}. One run per directory: wait for it to "
+                              "finish, or give this run another --output-dir (OUTPUT_ROOT for the scripts).") from None
     try:
         os.ftruncate(fd, 0)
         os.write(fd, (f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "

@@ -3,6 +3,7 @@ from yacs.config import CfgNode as CN
 
 NEG_SOURCES = ("few-shot", "full-train")
 EVAL_MODES = ("auto", "base", "new", "stage1")
+OBJECTIVES = ("hard-negatives", "cross-entropy")
 
 
 def add_dpc_config(cfg) -> None:
@@ -15,6 +16,9 @@ def add_dpc_config(cfg) -> None:
     cfg.DPC.NEG_SOURCE = "few-shot"  # where negative images come from: few-shot | full-train
     cfg.DPC.UPDATE = "release"  # release: P' trained directly, gradient x 1/w_b (the published numbers) | frozen: P' = P + (M-P)/w_b
     cfg.DPC.BASE_PROMPT = "parallel"  # base-class prompt: parallel (P', the release) | mixed (w_b P' + (1-w_b) P, paper-literal)
+    # hard-negatives: the Dynamic Hard Negative Optimizer (L_CL over anchors + mined negatives) | cross-entropy: the
+    # anchors' CE over all base classes under P', no negatives (the paper's Table 3 rows without DHNO)
+    cfg.DPC.OBJECTIVE = "hard-negatives"
     cfg.DPC.PARALLEL_LOSS = True  # add the backbone's own loss terms (e.g. PromptSRC's L_SCL) to L_CL in stage 2
     cfg.DPC.EVAL_MODE = "auto"  # auto: new when DATASET.SUBSAMPLE_CLASSES is new, else base
     cfg.DPC.SWEEP_W_NEW = []  # evaluate once per value (e.g. [0.0, 1e-6, 0.1]) without retraining

@@ -36,6 +36,7 @@ import random
 import re
 
 import torch
+import torch.nn.functional as F
 
 from dassl.data.transforms import build_transform
 
@@ -43,7 +44,7 @@ from . import dassl_compat, decoupling
 from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint, load_state_checked,
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
-from .config import EVAL_MODES, NEG_SOURCES
+from .config import EVAL_MODES, NEG_SOURCES, OBJECTIVES
 from .features import FeatureCapture, cosine_logits, find_feature_sites, replaced
 from .image_bank import ImageBank
 from .loss import symmetric_infonce
@@ -70,6 +71,7 @@ class DPCMixin:
         decoupling.check_choice("BASE_PROMPT", d.BASE_PROMPT, decoupling.BASE_PROMPTS)
         decoupling.check_choice("UPDATE", d.UPDATE, decoupling.UPDATES)
         decoupling.check_choice("EVAL_MODE", d.EVAL_MODE, EVAL_MODES)
+        decoupling.check_choice("OBJECTIVE", d.OBJECTIVE, OBJECTIVES)
 
     @classmethod
     def dpc_backbone_name(cls) -> str:
@@ -242,8 +244,10 @@ class DPCMixin:
                 raise ValueError(f"cannot resume from {path}: it is not a DPC stage-2 checkpoint; use a fresh --output-dir")
             d = self.cfg.DPC
             current = {"update": d.UPDATE, "w_base": d.W_BASE, "topk": d.TOPK, "neg_source": d.NEG_SOURCE,
-                       "parallel_loss": d.PARALLEL_LOSS, "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
+                       "parallel_loss": d.PARALLEL_LOSS, "objective": d.OBJECTIVE,
+                       "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
             saved = dict(meta, **{"stage-1 checkpoint": (meta.get("stage1") or {}).get("files", {}).get(name)})
+            saved.setdefault("objective", "hard-negatives")  # written before the option existed
             changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
             if changed:
                 raise ValueError(f"cannot resume {path} with other DPC settings ({'; '.join(changed)}): "
@@ -278,12 +282,19 @@ class DPCMixin:
         return negatives, pair_labels, image_features if stage1 else None
 
     def dpc_loss(self, images, labels):
-        """L_CL over anchors and hard negatives, plus the backbone's parallel terms: (loss, logged values)."""
-        negatives, pair_labels, anchor_features = self.dpc_batch(images, labels)
-        pairs = torch.cat([images, negatives]) if len(negatives) else images
-        image_features, text_features = self._dpc_train_features(pairs, anchor_features)
-        loss = symmetric_infonce(image_features, text_features, pair_labels, self.dpc_net.logit_scale)
-        logged = {"loss_cl": loss.item(), "pairs": len(pair_labels)}
+        """L_CL over anchors and hard negatives (or, with DPC.OBJECTIVE cross-entropy, the anchors' CE over all
+        base classes), plus the backbone's parallel terms: (loss, logged values)."""
+        if self.cfg.DPC.OBJECTIVE == "cross-entropy":
+            image_features, text_features = self._dpc_train_features(images, None)
+            logits = self.dpc_net.logit_scale.exp() * cosine_logits(image_features, text_features)
+            loss = F.cross_entropy(logits, labels)
+            logged = {"loss_ce": loss.item()}
+        else:
+            negatives, pair_labels, anchor_features = self.dpc_batch(images, labels)
+            pairs = torch.cat([images, negatives]) if len(negatives) else images
+            image_features, text_features = self._dpc_train_features(pairs, anchor_features)
+            loss = symmetric_infonce(image_features, text_features, pair_labels, self.dpc_net.logit_scale)
+            logged = {"loss_cl": loss.item(), "pairs": len(pair_labels)}
         n = len(images)
         anchor_text = text_features[:n] if text_features.dim() == 3 else text_features
         extra = self.dpc_extra_loss(images, labels, image_features[:n], anchor_text)
@@ -400,7 +411,8 @@ class DPCMixin:
         extras["dpc"] = {
             "stage1": self.dpc_stage1, "update": d.UPDATE, "parallel_loss": d.PARALLEL_LOSS,
             "w_base": d.W_BASE, "w_new": d.W_NEW, "topk": d.TOPK,
-            "neg_source": d.NEG_SOURCE, "base_prompt": d.BASE_PROMPT, "prompt_tensors": self.dpc_prompts,
+            "neg_source": d.NEG_SOURCE, "base_prompt": d.BASE_PROMPT, "objective": d.OBJECTIVE,
+            "prompt_tensors": self.dpc_prompts,
             "classnames": list(self.dm.dataset.classnames), "backbone": self.dpc_backbone_name(),
         }
         return extras
