@@ -103,14 +103,37 @@ default_config() {
     esac
 }
 
+# trainer -> config file for cross-dataset and domain generalisation: the backbone authors' cross-dataset config
+# where they publish one (MaPLe, PromptSRC) and its DPC derivation; else the base-to-new setting
+xd_config() {
+    case "$1" in
+        MaPLe) echo configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml ;;
+        PromptSRC) echo "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml" ;;
+        DPC_MaPLe) echo configs/trainers/DPC/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets_top8.yaml ;;
+        DPC_PromptSRC) echo "configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets_top8.yaml" ;;
+        *) default_config "$1" ;;
+    esac
+}
+
+# the paper's Table 2 targets: cross-dataset (10) and cross-domain (4, ImageNet's classes or a subset)
+XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+
 dataset_config() {
     check_dataset "$1"
     echo "configs/datasets/$1.yaml"
 }
 
-# run_dir train_base|test_new DATASET TRAINER CONFIG_FILE SEED
+# run_path KIND DATASET TRAINER CONFIG_FILE SEED: a run directory. KIND is <protocol>/<side>: base2new/train_base,
+# base2new/test_new, xd/train_source, xd/test_target or fewshot/train_all. A variant (an ablation row) sets TAG:
+# its config directory is then <config>@<tag>, next to the untagged main setting.
+run_path() {
+    echo "$OUTPUT/$1/$2/shots_$SHOTS/$3/$(basename "$4" .yaml)${TAG:+@$TAG}/seed$5"
+}
+
+# run_dir train_base|test_new DATASET TRAINER CONFIG_FILE SEED: a base-to-new run directory
 run_dir() {
-    echo "$OUTPUT/base2new/$1/$2/shots_$SHOTS/$3/$(basename "$4" .yaml)/seed$5"
+    run_path "base2new/$1" "${@:2}"
 }
 
 # newest numbered checkpoint epoch of a training run (empty when there is none)
@@ -125,42 +148,55 @@ last_epoch() {
     return 0
 }
 
-# train_base DATASET TRAINER CONFIG_FILE SEED [opts...]: train on the base classes (its final test = base accuracy)
-train_base() {
-    local dataset=$1 trainer=$2 config=$3 seed=$4
-    shift 4
+# train_into KIND SUBSAMPLE DATASET TRAINER CONFIG_FILE SEED [opts...]: train on DATASET's SUBSAMPLE classes
+# (base|all); the run's final test is its accuracy
+train_into() {
+    local kind=$1 subsample=$2 dataset=$3 trainer=$4 config=$5 seed=$6
+    shift 6
     local dir data_config
-    dir=$(run_dir train_base "$dataset" "$trainer" "$config" "$seed")
+    dir=$(run_path "$kind" "$dataset" "$trainer" "$config" "$seed")
     data_config=$(dataset_config "$dataset")
     echo "[$trainer] training in $dir"
     "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
         --dataset-config-file "$data_config" --config-file "$config" --output-dir "$dir" \
-        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
+        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$subsample" "$@"
+}
+
+# train_base DATASET TRAINER CONFIG_FILE SEED [opts...]: train on the base classes (its final test = base accuracy)
+train_base() {
+    train_into base2new/train_base base "$@"
+}
+
+# evaluate MODEL_KIND MODEL_DATASET KIND DATASET SUBSAMPLE TRAINER CONFIG_FILE SEED [opts...]: evaluate the finished
+# training run (MODEL_KIND, MODEL_DATASET) on DATASET's SUBSAMPLE classes; EVAL_TAG (default TAG) tags the evaluation
+evaluate() {
+    local model_kind=$1 model_dataset=$2 kind=$3 dataset=$4 subsample=$5 trainer=$6 config=$7 seed=$8
+    shift 8
+    local model_dir dir epoch data_config force=()
+    data_config=$(dataset_config "$dataset")
+    model_dir=$(run_path "$model_kind" "$model_dataset" "$trainer" "$config" "$seed")
+    dir=$(TAG=${EVAL_TAG-${TAG:-}} run_path "$kind" "$dataset" "$trainer" "$config" "$seed")
+    if [ "${FORCE:-0}" = 1 ]; then force=(--force); fi
+    [ -f "$model_dir/done.json" ] || die "no finished training run in $model_dir: run (or let finish) the matching training script first"
+    epoch=$(last_epoch "$model_dir")
+    echo "[$trainer] testing $model_dir (epoch $epoch) on $dataset ($subsample classes) in $dir"
+    "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
+        --dataset-config-file "$data_config" --config-file "$config" --output-dir "$dir" \
+        --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "${force[@]}" \
+        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$subsample" "$@"
 }
 
 # test_new DATASET TRAINER CONFIG_FILE SEED [opts...]: evaluate the trained base run on the new classes
 test_new() {
-    local dataset=$1 trainer=$2 config=$3 seed=$4
-    shift 4
-    local model_dir dir epoch data_config force=()
-    data_config=$(dataset_config "$dataset")
-    model_dir=$(run_dir train_base "$dataset" "$trainer" "$config" "$seed")
-    dir=$(run_dir test_new "$dataset" "$trainer" "$config" "$seed")
-    if [ "${FORCE:-0}" = 1 ]; then force=(--force); fi
-    [ -f "$model_dir/done.json" ] || die "no finished training run in $model_dir: run (or let finish) the matching base2new_train.sh first"
-    epoch=$(last_epoch "$model_dir")
-    echo "[$trainer] testing $model_dir (epoch $epoch) on the new classes in $dir"
-    "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
-        --dataset-config-file "$data_config" --config-file "$config" --output-dir "$dir" \
-        --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "${force[@]}" \
-        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new "$@"
+    evaluate base2new/train_base "$1" base2new/test_new "$1" new "${@:2}"
 }
 
-# stage1_options DATASET BACKBONE_TRAINER SEED: sets STAGE1_OPTS, the DPC.* options pointing stage 2 at stage 1
+# stage1_options DATASET BACKBONE_TRAINER SEED [KIND]: sets STAGE1_OPTS, the DPC.* options pointing stage 2 at
+# stage 1 (KIND: base2new/train_base by default; tagged with STAGE1_TAG)
 stage1_options() {
     local config dir epoch
     config=${STAGE1_CONFIG:-$(default_config "$2")}
-    dir=$(run_dir train_base "$1" "$2" "$config" "$3")
+    dir=$(TAG=${STAGE1_TAG:-} run_path "${4:-base2new/train_base}" "$1" "$2" "$config" "$3")
     epoch=$(last_epoch "$dir")
     STAGE1_OPTS=(DPC.STAGE1_DIR "$dir" DPC.STAGE1_EPOCH "${epoch:--1}")
 }
@@ -197,14 +233,41 @@ promptkd_teacher() {
     done
     [ -z "$name" ] || opts+=(MODEL.BACKBONE.NAME "$name")
     opts+=(MODEL.BACKBONE.PATH "$path")
-    dir=$(run_dir train_base "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED")
+    dir=$(TAG="" run_dir train_base "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED")
     if [ "$action" = train ]; then
         echo "[PromptKD] teacher: PromptSRC ($(basename "$TEACHER_CONFIG" .yaml)) on the base classes, seed $TEACHER_SEED"
-        train_base "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED" "${opts[@]}"
+        TAG="" train_base "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED" "${opts[@]}"
     fi
     [ -f "$dir/done.json" ] || die "no finished PromptKD teacher in $dir: run scripts/dpc/base2new_train.sh $dataset <seed> promptkd first, or name a teacher with TRAINER.PROMPTKD.TEACHER_DIR"
     epoch=$(last_epoch "$dir")
     TEACHER_OPTS=(TRAINER.PROMPTKD.TEACHER_DIR "$dir" TRAINER.PROMPTKD.TEACHER_EPOCH "${epoch:--1}")
+}
+
+# What the DPC scripts run, for sweeps and ablations (environment; every one optional):
+#   STEPS          a subset of "teacher stage1 stage2 test" (default: all; PromptKD's teacher is then only looked up)
+#   STAGE1_TAG     tag of the stage-1 run (run_path); STAGE1_EXTRA: yacs options for stage 1 only, e.g. "OPTIM.MAX_EPOCH 10"
+#   DPC_TAG        tag of the stage-2 run and its test; DPC_EXTRA: yacs options for stage 2 and its test
+#   DPC_EVAL_TAG   tag of stage 2's test alone (default DPC_TAG); DPC_EVAL_EXTRA: yacs options for that test only
+# Options in the *_EXTRA variables are separated by spaces, so a list value is written without them: "[0.0,1e-6]".
+check_stage_environment() {
+    local step name
+    for step in ${STEPS:-}; do
+        case "$step" in teacher|stage1|stage2|test) ;; *) die "STEPS: unknown step '$step' (choose from: teacher stage1 stage2 test)" ;; esac
+    done
+    for name in STAGE1_TAG DPC_TAG DPC_EVAL_TAG; do
+        [[ -z "${!name:-}" || "${!name}" =~ ^[A-Za-z0-9._+-]+$ ]] || die "$name '${!name}' may only hold letters, digits and . _ + -"
+    done
+    read -r -a STAGE1_EXTRA_OPTS <<< "${STAGE1_EXTRA:-}"
+    read -r -a DPC_EXTRA_OPTS <<< "${DPC_EXTRA:-}"
+    read -r -a DPC_EVAL_EXTRA_OPTS <<< "${DPC_EVAL_EXTRA:-}"
+    check_opts "${STAGE1_EXTRA_OPTS[@]}"
+    check_opts "${DPC_EXTRA_OPTS[@]}"
+    check_opts "${DPC_EVAL_EXTRA_OPTS[@]}"
+}
+
+# step NAME: true when STEPS (default: every step) holds NAME
+step() {
+    [[ " ${STEPS:-teacher stage1 stage2 test} " == *" $1 "* ]]
 }
 
 # parse_dpc_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (from an optional
@@ -226,12 +289,13 @@ parse_dpc_args() {
     esac
     check_opts "$@"
     TRAINER=$(backbone_trainer "$backbone")
-    STAGE1_CONFIG=${STAGE1_CONFIG:-$(default_config "$TRAINER")}
-    DPC_CONFIG=${DPC_CONFIG:-$(default_config "DPC_$TRAINER")}
+    STAGE1_CONFIG=${STAGE1_CONFIG:-$(${CONFIG_OF:-default_config} "$TRAINER")}
+    DPC_CONFIG=${DPC_CONFIG:-$(${CONFIG_OF:-default_config} "DPC_$TRAINER")}
     check_config "$STAGE1_CONFIG"
     check_config "$DPC_CONFIG"
     [ "$TRAINER" != PromptKD ] || check_config "$TEACHER_CONFIG"
     check_environment
+    check_stage_environment
     # EuroSAT has 5 base classes, fewer than the paper's K = 8: use K = 5 there (the options can override it)
     OPTS=()
     [ "$DATASET" = eurosat ] && OPTS=(DPC.TOPK 5)

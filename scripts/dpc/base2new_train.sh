@@ -6,17 +6,24 @@
 # 3. both models evaluated on the new classes (for the side-by-side table of tools/parse_test_res.py).
 # PromptKD first trains its teacher (PromptSRC on ViT-L/14, once per dataset) unless the options name one:
 #   ... promptkd TRAINER.PROMPTKD.TEACHER_DIR /path/to/teacher_model/<dataset>   (a published teacher)
-# STAGE1_CONFIG / DPC_CONFIG / TEACHER_CONFIG override the default config files.
+# STAGE1_CONFIG / DPC_CONFIG / TEACHER_CONFIG override the default config files; STEPS, *_TAG and *_EXTRA
+# (see scripts/lib.sh) run some steps only, or a tagged variant (the ablations of tools/experiments.py).
 source "$(dirname "$0")/../lib.sh"
 parse_dpc_args "bash scripts/dpc/base2new_train.sh DATASET SEED [coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd] [yacs options...]" "$@"
 
 if [ "$TRAINER" = PromptKD ]; then
-    promptkd_teacher train "$DATASET" "${OPTS[@]}"
+    if step teacher; then promptkd_teacher train "$DATASET" "${OPTS[@]}"; else promptkd_teacher find "$DATASET" "${OPTS[@]}"; fi
     OPTS+=("${TEACHER_OPTS[@]}")
 fi
-train_base "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}"
-stage1_options "$DATASET" "$TRAINER" "$SEED"
-train_base "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${STAGE1_OPTS[@]}" "${OPTS[@]}"
-test_new "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}"
-test_new "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${OPTS[@]}"
+STAGE1=("$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}" "${STAGE1_EXTRA_OPTS[@]}")
+if step stage1; then TAG=${STAGE1_TAG:-} train_base "${STAGE1[@]}"; fi
+if step stage2; then
+    stage1_options "$DATASET" "$TRAINER" "$SEED"
+    TAG=${DPC_TAG:-} train_base "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${STAGE1_OPTS[@]}" "${OPTS[@]}" "${DPC_EXTRA_OPTS[@]}"
+fi
+if step test; then
+    TAG=${STAGE1_TAG:-} test_new "${STAGE1[@]}"
+    TAG=${DPC_TAG:-} EVAL_TAG=${DPC_EVAL_TAG:-${DPC_TAG:-}} test_new "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" \
+        "${OPTS[@]}" "${DPC_EXTRA_OPTS[@]}" "${DPC_EVAL_EXTRA_OPTS[@]}"
+fi
 echo "Done. Results: python tools/parse_test_res.py --base2new $OUTPUT/base2new --dataset $DATASET"
