@@ -104,13 +104,15 @@ default_config() {
 }
 
 # trainer -> config file for cross-dataset and domain generalisation: the backbone authors' cross-dataset config
-# where they publish one (MaPLe, PromptSRC) and its DPC derivation; else the base-to-new setting
+# where they publish one (MaPLe, PromptSRC, PromptKD) and its DPC version; else the base-to-new setting
 xd_config() {
     case "$1" in
         MaPLe) echo configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml ;;
         PromptSRC) echo "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml" ;;
         DPC_MaPLe) echo configs/trainers/DPC/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets_top8.yaml ;;
         DPC_PromptSRC) echo "configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets_top8.yaml" ;;
+        PromptKD) echo "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets.yaml" ;;
+        DPC_PromptKD) echo "configs/trainers/DPC/PromptKD/vit_b16_c2_ep10_batch4_4+4ctx_lr26_cross_datasets_top8.yaml" ;;
         *) default_config "$1" ;;
     esac
 }
@@ -202,9 +204,12 @@ stage1_options() {
 }
 
 # PromptKD's teacher: PromptSRC on ViT-L/14, trained on the base classes once per dataset (seed TEACHER_SEED,
-# default 1, as the published teachers: one per dataset) with TEACHER_CONFIG.
+# default 1, as the published teachers: one per dataset) with TEACHER_CONFIG. Cross-dataset transfer trains it on
+# all of ImageNet's classes instead (TEACHER_KIND xd/train_source, TEACHER_SUBSAMPLE all, set by xd_train.sh).
 TEACHER_CONFIG=${TEACHER_CONFIG:-configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml}
 TEACHER_SEED=${TEACHER_SEED:-1}
+TEACHER_KIND=base2new/train_base
+TEACHER_SUBSAMPLE=base
 
 # promptkd_options DATASET: PromptKD's published distillation weight for DATASET (1000, the config's, or 200)
 promptkd_options() {
@@ -233,10 +238,10 @@ promptkd_teacher() {
     done
     [ -z "$name" ] || opts+=(MODEL.BACKBONE.NAME "$name")
     opts+=(MODEL.BACKBONE.PATH "$path")
-    dir=$(TAG="" run_dir train_base "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED")
+    dir=$(TAG="" run_path "$TEACHER_KIND" "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED")
     if [ "$action" = train ]; then
-        echo "[PromptKD] teacher: PromptSRC ($(basename "$TEACHER_CONFIG" .yaml)) on the base classes, seed $TEACHER_SEED"
-        TAG="" train_base "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED" "${opts[@]}"
+        echo "[PromptKD] teacher: PromptSRC ($(basename "$TEACHER_CONFIG" .yaml)) on the $TEACHER_SUBSAMPLE classes, seed $TEACHER_SEED"
+        TAG="" train_into "$TEACHER_KIND" "$TEACHER_SUBSAMPLE" "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED" "${opts[@]}"
     fi
     [ -f "$dir/done.json" ] || die "no finished PromptKD teacher in $dir: run scripts/dpc/base2new_train.sh $dataset <seed> promptkd first, or name a teacher with TRAINER.PROMPTKD.TEACHER_DIR"
     epoch=$(last_epoch "$dir")

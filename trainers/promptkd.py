@@ -81,7 +81,8 @@ class PromptKD(PromptTrainer):
         dataset = self.dm.dataset
         base = list(getattr(dataset, "base_classnames", None) or dataset.classnames)
         teacher, path = load_teacher(c.TEACHER_DIR, c.TEACHER_EPOCH, clip_model, source, c.CTX_INIT, base,
-                                     self.teacher_classnames(), cfg.DATASET.NAME)
+                                     self.teacher_classnames(), cfg.DATASET.NAME,
+                                     transfer=cfg.DATASET.SUBSAMPLE_CLASSES == "all")
         self.teacher_record = teacher_record(teacher, path)
         return teacher.to(self.device)
 

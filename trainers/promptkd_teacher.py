@@ -148,13 +148,21 @@ def check_teacher_classes(path: str, ckpt: dict, layout: str, teacher: IVLPCLIP,
 
 
 def load_teacher(directory: str, epoch: int, clip_model, clip_source: str, ctx_init: str, base_classnames,
-                 all_classnames, dataset: str) -> tuple[IVLPCLIP, str]:
-    """(frozen teacher for all classes, checkpoint path), every check done."""
+                 all_classnames, dataset: str, transfer: bool = False) -> tuple[IVLPCLIP, str]:
+    """(frozen teacher for all classes, checkpoint path), every check done. ``transfer`` (a student of all the
+    classes, DATASET.SUBSAMPLE_CLASSES all): the teacher may come from another dataset, as in PromptKD's
+    cross-dataset protocol (an ImageNet teacher distilled into a student of each target)."""
     path, layout = find_teacher_checkpoint(directory, epoch)
     ckpt = load_checkpoint(path)
     prompts = teacher_prompts(path, ckpt, layout)
     teacher = build_teacher(clip_model, all_classnames, prompts, ctx_init, path, clip_source)
-    check_teacher_classes(path, ckpt, layout, teacher, base_classnames, all_classnames, dataset)
+    try:
+        check_teacher_classes(path, ckpt, layout, teacher, base_classnames, all_classnames, dataset)
+    except TeacherError:
+        if not transfer:
+            raise
+        print(f"PromptKD: the teacher {path} was trained on other classes than {dataset}'s: cross-dataset transfer "
+              f"(DATASET.SUBSAMPLE_CLASSES all)")
     print(f"PromptKD teacher: {path} ({'published layout' if layout == UPSTREAM else 'PromptSRC run'}, epoch "
           f"{ckpt.get('epoch')})")
     return teacher, path
