@@ -93,10 +93,11 @@ def merge_duplicates(jobs: Iterable[Job]) -> List[Job]:
     alias: Dict[str, str] = {}  # any name -> kept name
     declared_deps: Dict[str, List[Tuple[str, str]]] = {}  # kept name -> (declaring job, dep)
     for job in jobs:
-        kept = name_for_command.setdefault(job.command_key(), job.name)
-        if alias.setdefault(job.name, kept) != kept:
+        if job.name in alias and first_job[alias[job.name]].command_key() != job.command_key():
             raise ValueError(f"job name {job.name!r} is used by two different commands: "
                              f"{first_job[alias[job.name]].argv} and {job.argv}")
+        kept = name_for_command.setdefault(job.command_key(), job.name)
+        alias.setdefault(job.name, kept)
         first_job.setdefault(kept, job)
         declared_deps.setdefault(kept, []).extend((job.name, dep) for dep in job.deps)
     merged = [replace(job, deps=_resolve_deps(name, declared_deps[name], alias))
