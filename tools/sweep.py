@@ -32,7 +32,9 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -112,6 +114,8 @@ def _resolve_deps(name: str, declared: List[Tuple[str, str]], alias: Dict[str, s
     for declaring_job, dep in declared:
         if dep not in alias:
             raise ValueError(f"job {declaring_job!r} depends on unknown job {dep!r}")
+        if dep == declaring_job:
+            raise ValueError(f"dependency cycle: job {dep!r} depends on itself")
         if alias[dep] == name:
             raise ValueError(f"dependency cycle: job {declaring_job!r} depends on {dep!r}, "
                              f"which runs the same command (merged into {name!r})")
@@ -520,14 +524,34 @@ def write_json_atomically(path: Path, data: dict) -> None:
 
 def run_jobs(jobs: Iterable[Job], launcher, log_dir: Union[str, Path], stream=sys.stdout) -> SweepReport:
     """Runs the jobs (duplicates merged, see merge_duplicates) with the launcher; prints one
-    progress line per event and a summary to stream. Ctrl-C stops the running jobs,
-    writes sweep.json and re-raises."""
+    progress line per event and a summary to stream. Ctrl-C (or SIGTERM / SIGHUP) stops the
+    running jobs, writes sweep.json and raises KeyboardInterrupt."""
     jobs = merge_duplicates(jobs)
     _check_log_names(jobs)
     log_dir = Path(log_dir).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     launcher.prepare(log_dir)
-    return _Sweep(jobs, launcher, log_dir, stream).run()
+    with _signals_as_keyboard_interrupt():
+        return _Sweep(jobs, launcher, log_dir, stream).run()
+
+
+@contextmanager
+def _signals_as_keyboard_interrupt():
+    """SIGTERM and SIGHUP (e.g. `kill`, a closed terminal) stop the sweep like Ctrl-C, so
+    that its jobs (in their own process groups) do not run on unattended."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _check_log_names(jobs: Sequence[Job]) -> None:
