@@ -50,6 +50,12 @@ def bash(env, script, *args, **extra):
     ("scripts/promptsrc/base2new_train.sh", ["../eurosat", "1"], {}, "unknown dataset '../eurosat'"),
     ("scripts/coop/base2new_train.sh", ["eurosat", "1"], {"CONFIG": "nowhere.yaml"}, "config file not found"),
     ("scripts/dpc/demo.sh", ["mapel"], {}, "unknown backbone 'mapel'"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"STEPS": "stage1 stage3"}, "STEPS: unknown step 'stage3'"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"DPC_TAG": "a/b"}, "DPC_TAG 'a/b' may only hold"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"DPC_EXTRA": "DPC.W_BASE"}, "KEY VALUE pairs"),
+    ("scripts/dpc/xd_train.sh", ["x"], {}, "seed must be a positive integer, not 'x'"),
+    ("scripts/dpc/xd_train.sh", ["1"], {"TARGETS": "caltech101 imagenet_b"}, "unknown dataset 'imagenet_b'"),
+    ("scripts/dpc/fewshot_train.sh", ["eurosat", "1", "promptkd"], {}, "PromptKD distils on every image"),
 ])
 def test_bad_arguments_stop_the_scripts_at_once(env, tmp_path, script, args, extra, message):
     proc, seconds = bash(env, script, *args, **extra)
