@@ -662,14 +662,19 @@ def value_cell(rec: Optional[dict], usual_seeds: Optional[int]) -> str:
     return text
 
 
+def coverage_tag(rec: Optional[dict], covered: int) -> Optional[str]:
+    """"k/E" for an average over k of E datasets when the table covers another number, else None."""
+    if rec is None or not rec.get("of") or rec["n"] == covered:
+        return None
+    return f"{rec['n']}/{rec['of']}"
+
+
 def average_cell(rec: Optional[dict], covered: int) -> str:
     """An average; "(k/E)" when it covers fewer datasets than the table has."""
     if rec is None or rec["mean"] is None:
         return "-"
-    text = f"{rec['mean']:.{DECIMALS}f}"
-    if rec.get("of") and rec["n"] != covered:
-        text += f" ({rec['n']}/{rec['of']})"
-    return text
+    tag = coverage_tag(rec, covered)
+    return f"{rec['mean']:.{DECIMALS}f}" + (f" ({tag})" if tag else "")
 
 
 def paper_cell(value: Optional[float]) -> str:
@@ -994,21 +999,45 @@ def _accuracy_limits(ax, values: Iterable[float]) -> None:
         ax.set_ylim(low, min(100.0, max(finite) + 4) if max(finite) < 100 else max(finite) + 1)
 
 
-def grouped_bars(ax, categories: List[str], series: List[Tuple[str, List[float], List[float], str]],
-                 rotation: int = 30) -> None:
-    """Bars per category, one per (name, values, stds, color) series; NaN values draw nothing."""
+@dataclass
+class Bars:
+    """One bar series: per category a value (NaN: missing), a std (NaN: none) and a coverage tag."""
+    name: str
+    color: str
+    values: List[float]
+    stds: List[float]
+    tags: List[Optional[str]]
+
+
+def bars_from(name: str, color: str, recs: List[Optional[dict]], covered: List[int]) -> Bars:
+    """Bars of records (None: missing); an average over fewer datasets than its category's
+    `covered` (those the table has) gets a "k/E" tag."""
+    return Bars(name, color, [_value(r) for r in recs], [_value(r, "std") for r in recs],
+                [coverage_tag(r, n) for r, n in zip(recs, covered)])
+
+
+def grouped_bars(ax, categories: List[str], series: List[Bars], rotation: int = 30) -> None:
+    """Bars per category, one per series; a missing value is marked "n/a", a partial average "k/E"."""
     x = np.arange(len(categories))
     width = 0.8 / len(series)
-    for i, (name, values, stds, color) in enumerate(series):
-        positions = x - 0.4 + width * (i + 0.5)
-        ax.bar(positions, values, width, label=name, color=color)
-        with_std = [j for j in range(len(values)) if not math.isnan(values[j]) and not math.isnan(stds[j])]
+    positions = [x - 0.4 + width * (i + 0.5) for i in range(len(series))]
+    for bars, pos in zip(series, positions):
+        ax.bar(pos, bars.values, width, label=bars.name, color=bars.color)
+        with_std = [j for j, (v, s) in enumerate(zip(bars.values, bars.stds)) if not (math.isnan(v) or math.isnan(s))]
         if with_std:  # error bars only where a std over seeds exists
-            ax.errorbar(positions[with_std], [values[j] for j in with_std], yerr=[stds[j] for j in with_std],
+            ax.errorbar(pos[with_std], [bars.values[j] for j in with_std], yerr=[bars.stds[j] for j in with_std],
                         fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
     ax.set_xticks(x, categories, rotation=rotation, ha="right" if rotation else "center")
     ax.grid(axis="y", alpha=0.3)
-    _accuracy_limits(ax, [v for _, values, _, _ in series for v in values])
+    _accuracy_limits(ax, [v for bars in series for v in bars.values])
+    bottom = ax.get_ylim()[0]
+    for bars, pos in zip(series, positions):
+        for j, (value, std, tag) in enumerate(zip(bars.values, bars.stds, bars.tags)):
+            if math.isnan(value):
+                ax.text(pos[j], bottom, " n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
+            elif tag:
+                top = value + (0 if math.isnan(std) else std)
+                ax.text(pos[j], top, tag, ha="center", va="bottom", fontsize=7)
 
 
 def plot_base2new(records: List[dict], backbone_row: Optional[dict], dpc_row: Optional[dict], path: str) -> str:
@@ -1020,8 +1049,8 @@ def plot_base2new(records: List[dict], backbone_row: Optional[dict], dpc_row: Op
     fig, axes = plt.subplots(3, 1, figsize=(max(7.0, 0.9 * len(columns) + 2.5), 9.5), sharex=True,
                              layout="constrained")
     for ax, metric, name in zip(axes, ("base", "new", "H"), ("Base accuracy (%)", "New accuracy (%)", "H (%)")):
-        series = [(method_name(r), [_value(idx.get((r["row"], c, metric))) for c in columns],
-                   [_value(idx.get((r["row"], c, metric)), "std") for c in columns], color) for r, color in rows]
+        series = [bars_from(method_name(r), color, [idx.get((r["row"], c, metric)) for c in columns],
+                            [len(columns) - 1] * len(columns)) for r, color in rows]
         grouped_bars(ax, [dataset_name(c) for c in columns], series)
         ax.axvline(0.5, color="0.5", linestyle=":", linewidth=0.8)  # the average apart from the datasets
         ax.set_ylabel(name)
@@ -1072,8 +1101,10 @@ def plot_table2(records: List[dict], path: str) -> str:
     rows = ordered_rows(records)
     colors = method_colors(rows)
     keys = [("imagenet", "source"), (AVERAGE, "cross-dataset"), (AVERAGE, "cross-domain")]
-    series = [(method_name(r), [_value(idx.get((r["row"], *k))) for k in keys],
-               [_value(idx.get((r["row"], *k)), "std") for k in keys], colors[r["row"]]) for r in rows]
+    targets = {r["dataset"] for r in records if r["metric"] == "target"}
+    covered = [0] + [len(targets & set(members)) for _, members in TARGET_GROUPS]
+    series = [bars_from(method_name(r), colors[r["row"]], [idx.get((r["row"], *k)) for k in keys], covered)
+              for r in rows]
     fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(rows) + 3), 5.5), layout="constrained")
     grouped_bars(ax, ["Source: ImageNet", "Avg. of cross-dataset", "Avg. of cross-domain"], series, rotation=0)
     ax.set_ylabel("accuracy (%)")
@@ -1122,8 +1153,8 @@ def plot_table5(records: List[dict], path: str) -> str:
     budgets = sorted({r["epochs"] for r in records}, reverse=True)
     fig, axes = plt.subplots(1, 3, figsize=(11, 4.5), layout="constrained")
     for ax, metric, name in zip(axes, ("base", "new", "H"), ("Base", "New", "H")):
-        series = [(label, [_value(idx.get((f"{trainer} ep{e}", AVERAGE, metric))) for e in budgets],
-                   [math.nan] * len(budgets), color)
+        series = [bars_from(label, color, [idx.get((f"{trainer} ep{e}", AVERAGE, metric)) for e in budgets],
+                            [len(present_datasets(records))] * len(budgets))
                   for trainer, label, color in (("CoOp", "CoOp", BACKBONE_COLOR),
                                                 ("DPC_CoOp", "CoOp + DPC", DPC_COLOR))]
         grouped_bars(ax, [f"{e} (+{e})" for e in budgets], series, rotation=0)
