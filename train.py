@@ -181,8 +181,8 @@ def run(cfg, args):
     print(f"** System info **\n{collect_env_info()}\n")
     write_run_info(cfg)
 
-    started = time.monotonic()
     trainer = build(cfg)
+    started = time.monotonic()
     terminal.attach(trainer)  # quiet: a training progress bar
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
@@ -193,7 +193,7 @@ def run(cfg, args):
         return
     result = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "accuracy": final_accuracy(trainer),
               "eval_only": bool(args.eval_only), "model_dir": args.model_dir, "load_epoch": args.load_epoch,
-              # this process's build + training/evaluation (a resumed run: since it resumed)
+              # this process's training/evaluation, after the build (a resumed run: since it resumed)
               "train_seconds": round(time.monotonic() - started, 3)}
     atomic_write_text(os.path.join(cfg.OUTPUT_DIR, run_dir.DONE_FILE), json.dumps(result, indent=2) + "\n")
 

@@ -240,7 +240,8 @@ def main(argv=None) -> int:
     report = run_jobs(jobs, launcher, log_dir)
     if not args.no_tables:
         from tools import paper_tables
-        paper_tables.main([output, "--tables", *args.tables])
+        paper_tables.main([output, "--tables", *args.tables, "--shots", os.environ.get("SHOTS", "16"),
+                           "--datasets", *args.datasets, "--seeds", *map(str, args.seeds)])
     return 0 if report.ok else 1
 
 

@@ -178,12 +178,20 @@ def row_identities(keys: Iterable[Tuple[str, str]]) -> List[Tuple[str, str, str,
     The row id and label name the cfg when a trainer has several.
     """
     keys = sorted(keys, key=lambda k: (trainer_order(k[0]), k[1]))
-    per_trainer = Counter(tr for tr, _ in keys)
+    per_trainer = Counter(tr for tr, cfg in keys if not is_teacher(tr, cfg))
     out = []
     for tr, cfg in keys:
+        if is_teacher(tr, cfg):
+            out.append((tr, cfg, f"{tr} [{cfg}]", "PromptKD's teacher (PromptSRC, ViT-L/14)"))
+            continue
         suffix = f" [{cfg}]" if per_trainer[tr] > 1 else ""
         out.append((tr, cfg, tr + suffix, method_label(tr, per_trainer) + suffix))
     return out
+
+
+def is_teacher(trainer: str, cfg: str) -> bool:
+    """PromptKD's teacher run (scripts/lib.sh TEACHER_CONFIG): PromptSRC on ViT-L/14."""
+    return trainer == "PromptSRC" and cfg.startswith("vit_l14")
 
 
 def expected_count(datasets: Optional[Iterable[str]], default: int = len(PAPER_DATASETS)) -> int:
@@ -393,6 +401,13 @@ def table2_rows(root: str, shots: int = 16, seeds=None) -> List[dict]:
     recs = []
     for trainer, cfg, row, label in row_identities(groups):
         group = groups[(trainer, cfg)]
+        students = [g["targets"] for (t, _), g in groups.items() if t == "PromptKD" and g["targets"]]
+        if trainer == "DPC_PromptKD" and not group["targets"] and students:
+            # PromptKD's transfer distils a student per target and DPC trains on ImageNet only (xd_train.sh):
+            # on a target, both rows are that student
+            group = dict(group, targets=students[0])
+            note_once("Table 2: DPC_PromptKD's target accuracies are PromptKD's students of each target "
+                      "(DPC trains on the source only)")
         source = summarize(seed_results(group["source"], seeds))
         if source.n:
             recs.append(record("table2", row, label, trainer, cfg, "imagenet", "source", source))
@@ -438,6 +453,23 @@ def _mean_difference(a: Dict[str, float], b: Dict[str, float]) -> Tuple[Optional
     return (float(np.mean([a[ds] - b[ds] for ds in common])) if common else None), len(common)
 
 
+def configured(dirs_by_dataset: Dict[str, Dict], *keys: str) -> Optional[str]:
+    """The value of a config key in the train_base runs' run_info.json ("5/8" when datasets differ, e.g. K on
+    EuroSAT, which has 5 base classes); None when no run records it."""
+    values = set()
+    for d in dirs_by_dataset.values():
+        for run in seed_dirs(d["base"]).values() if d.get("base") else ():
+            try:
+                with open(os.path.join(run, "run_info.json"), encoding="utf-8") as f:
+                    node = json.load(f)["config"]
+                for key in keys:
+                    node = node[key]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            values.add(node)
+    return "/".join(str(v) for v in sorted(values)) if values else None
+
+
 def table4_rows(root: str, datasets=None, shots: int = 16, seeds=None) -> List[dict]:
     """Top-K ablation: DPC_CoOp base accuracy and train time per (batch, K) variant.
 
@@ -457,6 +489,8 @@ def table4_rows(root: str, datasets=None, shots: int = 16, seeds=None) -> List[d
         if cfg is None:
             continue
         dirs = groups[("DPC_CoOp", cfg)]
+        batch = configured(dirs, "DATALOADER", "TRAIN_X", "BATCH_SIZE") or batch
+        top_k = configured(dirs, "DPC", "TOPK") or top_k
         base = {ds: summarize(seed_results(d["base"], seeds)) for ds, d in dirs.items()}
         base = {ds: s for ds, s in base.items() if s.n}
         seconds = {ds: summarize(seed_train_seconds(d["base"], seeds)) for ds, d in dirs.items()}
