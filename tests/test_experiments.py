@@ -50,11 +50,13 @@ def test_promptkd_teacher_is_one_job_per_dataset_before_every_seed():
 
 def test_table2_trains_on_imagenet_once_and_tests_every_target_after_stage2():
     jobs = by_name(experiments.build_jobs(["table2"], experiments.DATASETS, [1], ["maple", "promptkd"]))
-    tests = [j for j in jobs.values() if dict(j.env).get("STEPS") == "test"]
+    tests = [j for j in jobs.values() if dict(j.env).get("STEPS") == "test" and j.name.startswith("maple")]
     assert sorted(dict(j.env)["TARGETS"] for j in tests) == sorted(experiments.TARGETS) and len(tests) == 14
     assert all(j.deps == ("maple/xd/seed1/dpc",) for j in tests)
     assert jobs["maple/xd/seed1/dpc"].deps == ("maple/xd/seed1/stage1",)
-    assert not any(n.startswith("promptkd") for n in jobs)
+    assert jobs["promptkd/xd/seed1/stage1"].deps == ("promptkd/xd/teacher",)  # an ImageNet teacher first
+    assert dict(jobs["promptkd/xd/teacher"].env) == {"STEPS": "teacher"}
+    assert len([n for n in jobs if n.startswith("promptkd/xd/seed1/test/")]) == 14
 
 
 def test_dry_run_lists_the_jobs(capsys):

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from tools import paper_figures
 from tools import paper_tables as pt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -366,7 +367,7 @@ def test_cli_script_selected_table_and_empty_tree(small_tree, tmp_path):
 
 
 def test_only_figures_with_data(small_tree, tmp_path):
-    written = pt.draw_figures({"table1": pt.table1_rows(small_tree), "table2": []}, str(tmp_path / "f"))
+    written = paper_figures.draw_figures({"table1": pt.table1_rows(small_tree), "table2": []}, str(tmp_path / "f"))
     assert [os.path.basename(p) for p in written] == ["base2new_CoOp.png"]
     assert_png(written[0])
 
