@@ -176,7 +176,9 @@ def row_identities(keys: Iterable[Tuple[str, str]]) -> List[Tuple[str, str, str,
 
     The row id and label name the cfg when a trainer has several.
     """
-    keys = sorted(keys, key=lambda k: (trainer_order(k[0]), k[1]))
+    # PromptKD's teacher sits right above the PromptKD rows, not between PromptSRC and its DPC row
+    keys = sorted(keys, key=lambda k: (trainer_order("PromptKD")[:2] + (-1,) if is_teacher(*k) else trainer_order(k[0]),
+                                       k[1]))
     per_trainer = Counter(tr for tr, cfg in keys if not is_teacher(tr, cfg))
     out = []
     for tr, cfg in keys:
