@@ -544,14 +544,21 @@ def table5_rows(root: str, datasets=None, shots: int = 16, seeds=None) -> List[d
     expected = expected_count(datasets)
     recs = []
     for epochs, tag in epoch_budgets(groups):
+        cfgs = {trainer: pick_cfg(groups, trainer, tag) for trainer in ("CoOp", "DPC_CoOp")}
+        # the epochs the runs were trained with (their run_info.json), the tag's value when not recorded
+        shown = {trainer: configured(groups[(trainer, cfg)], "OPTIM", "MAX_EPOCH") or str(epochs)
+                 for trainer, cfg in cfgs.items() if cfg}
+        shown = {trainer: int(v) if v.isdigit() else v for trainer, v in shown.items()}  # "10/20" when mixed
         for trainer, label in (("CoOp", "backbone"), ("DPC_CoOp", "+DPC")):
-            cfg = pick_cfg(groups, trainer, tag)
+            cfg = cfgs[trainer]
             if cfg is None:
                 continue
             per_ds = per_dataset_metrics(groups[(trainer, cfg)], seeds)
-            total = 2 * epochs if trainer == "CoOp" else None
+            total = None
+            if trainer == "CoOp" and all(isinstance(v, int) for v in shown.values()):
+                total = sum(shown.values()) if len(shown) == 2 else 2 * shown[trainer]
             recs += base2new_records("table5", f"{trainer} ep{epochs}", label, trainer, cfg, per_ds, expected,
-                                     epochs=epochs, total=total)
+                                     epochs=shown[trainer], total=total)
     return recs
 
 
@@ -892,7 +899,8 @@ def render_table5(records: List[dict], paper: bool = False) -> List[Rendered]:
         if paper and r["row"] in PAPER["table5"]:
             cells.append([PAPER_LABEL, "", ""] + paper_bnh_cells(PAPER["table5"][r["row"]]))
     notes = [datasets_note(datasets, of), AVERAGE_NOTE,
-             "rows: CoOp (backbone) and DPC_CoOp, untagged = 20 (+20) epochs, @ep<N> = N (+N)"] + partial_note(cells)
+             "rows: CoOp (backbone) and DPC_CoOp, untagged = 20 (+20) epochs, @ep<N> = N (+N); epochs as the "
+             "runs recorded them (run_info.json)"] + partial_note(cells)
     if paper:
         notes.append("paper: the published averages over 11 datasets (DPC paper, Table 5)")
     headers = ["Model", "epoch", "total", "Base", "New", "H"]
