@@ -34,8 +34,9 @@ def test_shared_steps_are_one_job_and_stages_wait_for_their_inputs():
     assert ep5.deps == ("coop/dtd/seed1/stage1@ep5",)
     assert dict(ep5.env)["STAGE1_TAG"] == "ep5" and dict(ep5.env)["DPC_EXTRA"] == "OPTIM.MAX_EPOCH 5"
     sweep = jobs["coop/dtd/seed1/dpc@wn-sweep"]
-    assert sweep.deps == (full.name,) and dict(sweep.env)["DPC_EVAL_EXTRA"].startswith("DPC.SWEEP_W_NEW [0,1e-06,")
+    assert sweep.deps == (full.name,) and dict(sweep.env)["DPC_EVAL_EXTRA"].startswith("DPC.SWEEP_W_NEW [0.0,1e-06,")
     assert len([n for n in jobs if "@wb" in n]) == len(experiments.FIG6_W_BASE)
+    assert dict(jobs["coop/dtd/seed1/dpc@wb1"].env)["DPC_EXTRA"] == "DPC.W_BASE 1.0"  # a float for yacs
 
 
 def test_promptkd_teacher_is_one_job_per_dataset_before_every_seed():

@@ -100,7 +100,9 @@ def _tagged(prefix: str, tag: str, extra: str) -> Dict[str, str]:
 
 
 def _number(value: float) -> str:
-    return format(value, "g")
+    """A weight as yacs reads it back as a float (1.0, not 1: yacs refuses an int for a float key)."""
+    text = format(value, "g")
+    return text if any(c in text for c in ".en") else text + ".0"
 
 
 # ---------------------------------------------------------------- the tables
@@ -167,7 +169,7 @@ def fig6(grid: Grid, datasets, seeds, backbones):
             grid.add(f"coop/{dataset}/seed{seed}/dpc@wn-sweep", B2N, [dataset, seed, "coop"],
                      {"STEPS": "test", "DPC_EVAL_TAG": "wn-sweep", "DPC_EVAL_EXTRA": sweep}, [dpc])
             for w in FIG6_W_BASE:
-                grid.stage2(dataset, seed, "coop", stage1, f"wb{_number(w)}", f"DPC.W_BASE {_number(w)}")
+                grid.stage2(dataset, seed, "coop", stage1, f"wb{w:g}", f"DPC.W_BASE {_number(w)}")
 
 
 def fewshot(grid: Grid, datasets, seeds, backbones):
