@@ -199,14 +199,17 @@ def plot_table5(records: List[dict], path: str) -> str:
     plt = _pyplot()
     records = ours(records)
     idx = index_records(records, "row", "dataset", "metric")
-    budgets = sorted({r["epochs"] for r in records}, reverse=True)
+    # budgets by row id ("CoOp ep20" -> "ep20"), most epochs first; labelled with the epochs the runs recorded
+    epochs = {tuple(r["row"].split(" ", 1)): r["epochs"] for r in records}
+    budgets = sorted({budget for _, budget in epochs}, key=lambda b: -int(b[2:]))
+    labels = [f"{epochs.get(('CoOp', b), '?')} (+{epochs.get(('DPC_CoOp', b), '?')})" for b in budgets]
     fig, axes = plt.subplots(1, 3, figsize=(11, 4.5), layout="constrained")
     for ax, metric, name in zip(axes, ("base", "new", "H"), ("Base", "New", "H")):
-        series = [bars_from(label, color, [idx.get((f"{trainer} ep{e}", AVERAGE, metric)) for e in budgets],
+        series = [bars_from(label, color, [idx.get((f"{trainer} {b}", AVERAGE, metric)) for b in budgets],
                             [len(present_datasets(records))] * len(budgets))
                   for trainer, label, color in (("CoOp", "CoOp", BACKBONE_COLOR),
                                                 ("DPC_CoOp", "CoOp + DPC", DPC_COLOR))]
-        grouped_bars(ax, [f"{e} (+{e})" for e in budgets], series, rotation=0)
+        grouped_bars(ax, labels, series, rotation=0)
         ax.set_xlabel("epochs: backbone (+DPC)")
         ax.set_title(name)
     axes[0].set_ylabel("accuracy (%), average over datasets")
