@@ -179,7 +179,9 @@ evaluate() {
     model_dir=$(run_path "$model_kind" "$model_dataset" "$trainer" "$config" "$seed")
     dir=$(TAG=${EVAL_TAG-${TAG:-}} run_path "$kind" "$dataset" "$trainer" "$config" "$seed")
     if [ "${FORCE:-0}" = 1 ]; then force=(--force); fi
-    [ -f "$model_dir/done.json" ] || die "no finished training run in $model_dir: run (or let finish) the matching training script first"
+    local script=base2new_train.sh
+    [[ $model_kind != xd/* ]] || script=xd_train.sh
+    [ -f "$model_dir/done.json" ] || die "no finished training run in $model_dir: run (or let finish) the matching $script first"
     epoch=$(last_epoch "$model_dir")
     echo "[$trainer] testing $model_dir (epoch $epoch) on $dataset ($subsample classes) in $dir"
     "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
