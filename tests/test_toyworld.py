@@ -9,12 +9,12 @@ from PIL import Image
 
 from tests.conftest import ROOT
 from tools import pretrain_clip
-from tools.pretrain_clip import Recipe, ensure_pretrained, pretrain
+from tools.pretrain_clip import Recipe, SceneSampler, ensure_pretrained, pretrain
 from tools.toyworld import dataset as toy_dataset
-from tools.toyworld.captions import caption_table
+from tools.toyworld.captions import caption_table, shape_caption_table
 from tools.toyworld.dataset import SPLIT_FILE, render_split, write_toyworld
-from tools.toyworld.vocab import (ALL_PAIRS, BASE_CLASSES, CLASS_NAMES, NEW_CLASSES, SEEN_PAIRS, UNSEEN_PAIRS,
-                                  pair_name)
+from tools.toyworld.vocab import (ALL_PAIRS, BASE_CLASSES, CLASS_NAMES, COLOURS, NEW_CLASSES, SEEN_PAIRS,
+                                  UNNAMED_COLOURS, UNSEEN_PAIRS, pair_name)
 from tools.toyworld.zero_shot import normalize
 from trainers.encoders import count_tokens
 
@@ -42,7 +42,19 @@ def test_vocabulary_base_and_new_share_no_word_and_every_word_is_pretrained():
     assert len(base_words) == len(new_words) == 10 and base_words.isdisjoint(new_words)
     assert all(count_tokens(word) == 1 for word in base_words | new_words)
     assert sum(p in UNSEEN_PAIRS for p in BASE_CLASSES) == sum(p in UNSEEN_PAIRS for p in NEW_CLASSES) == 7
-    assert caption_table(16).shape[-1] == 16  # every caption fits the toy CLIP's context
+    assert caption_table(16).shape[-1] == shape_caption_table(16).shape[-1] == 16  # captions fit the toy CLIP
+    named = torch.tensor([rgb for _, rgb in COLOURS])
+    assert torch.cdist(torch.tensor(UNNAMED_COLOURS), named).min() > 0.28  # unnamed colours are not named ones
+
+
+def test_pretraining_scenes_show_seen_pairs_or_unnamed_colours_only():
+    sampler = SceneSampler(seed=0, context_length=16)
+    pairs, images, tokens = sampler.sample(200)
+    named = pairs[pairs[:, 0] < 10]
+    assert 100 < len(named) < 200 and all(tuple(p) in SEEN_PAIRS for p in named.tolist())
+    assert images.shape == (200, 3, 32, 32) and tokens.shape == (200, 16)
+    again = SceneSampler(seed=0, context_length=16).sample(200)
+    assert torch.equal(again[0], pairs) and torch.equal(again[1], images) and torch.equal(again[2], tokens)
 
 
 def test_generator_is_deterministic_idempotent_and_matches_the_files(tmp_path, capsys):

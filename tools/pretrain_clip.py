@@ -9,7 +9,8 @@
 The model is a real ``clip.model.CLIP`` with the real BPE tokenizer (about 7M parameters, 6.3M of them the
 token embedding): embed 64; ViT 3 layers, width 128, patch 8 at 32 px; text 2 layers, width 128, 2 heads,
 context length 16. It learns with the symmetric CLIP loss on clean scenes of the 70 seen colour-shape
-pairs (tools/toyworld), drawn on the fly with their captions, AdamW lr 1.5e-3 with warm-up and cosine decay.
+pairs (tools/toyworld), drawn on the fly with their captions (a quarter of the scenes show the shape in a
+colour the world has no word for, captioned by the shape alone), AdamW lr 1.5e-3 with warm-up and cosine decay.
 The result is an fp16 state dict, as OpenAI's weights, loaded by ``trainers.clip_loader``; its zero-shot
 accuracies (tools/toyworld/zero_shot.py) and the run's settings go to ``<OUT>.json``.
 
@@ -36,10 +37,11 @@ import torch.nn.functional as F
 from clip.model import CLIP
 from tqdm import tqdm
 
-from tools.toyworld.captions import caption_table, size_words, where_phrases
+from tools.toyworld.captions import caption_table, shape_caption_table, size_words, where_phrases
 from tools.toyworld.dataset import GENERATOR_VERSION
 from tools.toyworld.render import render_pretraining
-from tools.toyworld.vocab import ALL_PAIRS, CAPTION_TEMPLATES, SEEN_PAIRS, UNSEEN_PAIRS, pair_name
+from tools.toyworld.vocab import (ALL_PAIRS, CAPTION_TEMPLATES, N_WORDS, SEEN_PAIRS, SHAPE_CAPTION_TEMPLATES,
+                                  UNNAMED_COLOURS, UNNAMED_SHARE, UNSEEN_PAIRS, pair_name)
 from tools.toyworld.zero_shot import PER_PAIR, downstream_accuracy, normalize, pair_accuracy
 
 VERSION = 1  # of the model, the world and the recipe: bump to retrain the cached weights
@@ -92,21 +94,36 @@ def clip_loss(image_features, text_features, logit_scale):
 
 
 class SceneSampler:
-    """Batches of clean scenes of the seen pairs with one caption each, from one seeded generator."""
+    """Batches of clean scenes with one caption each, from one seeded generator: seen pairs captioned by
+    colour and shape, and (UNNAMED_SHARE of them) shapes in an unnamed colour captioned by the shape alone."""
 
     def __init__(self, seed: int, context_length: int):
         self.generator = torch.Generator().manual_seed(seed)
-        self.table = caption_table(context_length)
+        self.pair_table = caption_table(context_length)
+        self.shape_table = shape_caption_table(context_length)
         self.pairs = torch.tensor(ALL_PAIRS)
         self.seen = torch.tensor([ALL_PAIRS.index(p) for p in SEEN_PAIRS])
 
     def __call__(self, batch: int):
+        """(normalised images [batch, 3, 32, 32], caption token ids [batch, context length])."""
+        _, images, tokens = self.sample(batch)
+        return normalize(images), tokens
+
+    def sample(self, batch: int):
+        """(colour-shape pairs [batch, 2] (colour >= 10: unnamed), images in [0, 1], caption token ids)."""
         g = self.generator
         index = self.seen[torch.randint(len(self.seen), (batch,), generator=g)]
-        images, centres, radius = render_pretraining(self.pairs[index], g)
+        pairs = self.pairs[index].clone()
+        unnamed = torch.rand(batch, generator=g) < UNNAMED_SHARE
+        other_colour = N_WORDS + torch.randint(len(UNNAMED_COLOURS), (batch,), generator=g)
+        pairs[:, 0] = torch.where(unnamed, other_colour, pairs[:, 0])
+        images, centres, radius = render_pretraining(pairs, g)
         template = torch.randint(len(CAPTION_TEMPLATES), (batch,), generator=g)
-        tokens = self.table[index, template, size_words(radius), where_phrases(centres)]
-        return normalize(images), tokens
+        shape_template = torch.randint(len(SHAPE_CAPTION_TEMPLATES), (batch,), generator=g)
+        size, where = size_words(radius), where_phrases(centres)
+        named = self.pair_table[index, template, size, where]
+        shape_only = self.shape_table[pairs[:, 1], shape_template, size, where]
+        return pairs, images, torch.where(unnamed[:, None], shape_only, named)
 
 
 def train(recipe: Recipe = Recipe(), progress: bool = True) -> CLIP:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from .vocab import COLOURS, SHAPES
+from .vocab import COLOURS, SHAPES, UNNAMED_COLOURS
 
 IMAGE_SIZE = 32
 SUPERSAMPLE = 2
@@ -25,11 +25,12 @@ COLOUR_JITTER = 0.06  # per-channel shade change of an object's colour
 PRETRAIN_RADIUS = (5.0, 12.0)  # object half-size in pixels
 MAIN_RADIUS = (7.0, 12.0)  # downstream: the object that names the class
 DISTRACTOR_RADIUS = (3.5, 5.5)  # downstream: a smaller object of another class
-CLUTTER_LINES = 4  # downstream: thin lines of random colours behind the objects
+CLUTTER_LINES = 2  # downstream: thin lines of random colours behind the objects
 LINE_HALF_WIDTH = 0.6  # pixels
-NOISE_STD = 0.08  # downstream: Gaussian pixel noise (images in [0, 1])
+NOISE_STD = 0.05  # downstream: Gaussian pixel noise (images in [0, 1])
 
-PALETTE = torch.tensor([rgb for _, rgb in COLOURS])
+# colour index -> RGB: the 10 named colours, then the unnamed ones (indices 10..19, pretraining only)
+PALETTE = torch.tensor([rgb for _, rgb in COLOURS] + list(UNNAMED_COLOURS))
 
 
 # Shapes in object coordinates (u right, v down, about [-1, 1]^2); each returns an inside mask.

@@ -69,6 +69,31 @@ CAPTION_TEMPLATES = (
     "a {c} {s} {where}.",
     "a photo of a {c} {s} {where}.",
 )
+
+# Colours without a name in this world, away from the named ones. A share of pretraining scenes shows a
+# shape in one of them, captioned by the shape alone: shape is then learnt apart from colour, which the
+# unseen pairs need. They never appear in the downstream dataset, nor do the held-out pairs anywhere.
+UNNAMED_COLOURS = (
+    (0.00, 0.55, 0.55),  # teal
+    (0.35, 0.90, 0.95),  # cyan
+    (0.55, 0.60, 0.05),  # olive
+    (0.65, 1.00, 0.35),  # lime
+    (0.95, 0.10, 0.95),  # magenta
+    (0.05, 0.08, 0.40),  # navy
+    (0.72, 0.72, 1.00),  # lavender
+    (0.85, 0.78, 0.55),  # beige
+    (0.40, 0.00, 0.12),  # maroon
+    (0.60, 1.00, 0.80),  # mint
+)
+UNNAMED_SHARE = 0.25  # of pretraining scenes
+SHAPE_CAPTION_TEMPLATES = (
+    "a photo of a {s}.",
+    "a {s}.",
+    "a picture of a {s}.",
+    "a {size} {s}.",
+    "a {s} {where}.",
+    "a {s} on a gray background.",
+)
 SIZE_WORDS = ("small", "large")  # radius below / from 8.5 px (see render.PRETRAIN_RADIUS)
 # the object's centre: within 3 px of the image centre, else the side of its larger offset
 WHERE_PHRASES = ("in the middle", "on the left", "on the right", "at the top", "at the bottom")
