@@ -175,3 +175,22 @@ def test_coop_runs_on_the_16_token_clip_and_names_a_prompt_that_does_not_fit(pre
     with pytest.raises(ValueError, match=r"prompt 'X X X X X X X X X X X X X X X X red circle\.' needs 21 tokens"):
         CoOpCLIP(CLASS_NAMES[:25], clip_model, n_ctx=16)
     assert pair_name((9, 9)) == "white moon"
+
+
+def test_interrupted_pretraining_leaves_no_file(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_clip, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tmp_path / "toy.pt", Recipe(steps=1, batch=4), progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_missing_toyworld_names_the_command_that_writes_it(tmp_path):
+    from datasets.pipeline import build_splits
+    from datasets.readers import DatasetNotFoundError
+    from datasets.specs import SPECS
+
+    with pytest.raises(DatasetNotFoundError, match=r"(?s)toyworld.*python -m tools.toyworld --root DATA_ROOT"):
+        build_splits(SPECS["ToyWorld"], str(tmp_path))

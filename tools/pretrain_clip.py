@@ -28,6 +28,7 @@ import os
 import platform
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from tools.toyworld.dataset import GENERATOR_VERSION
 from tools.toyworld.render import render_pretraining
 from tools.toyworld.vocab import (ALL_PAIRS, CAPTION_TEMPLATES, N_WORDS, SEEN_PAIRS, SHAPE_CAPTION_TEMPLATES,
                                   UNNAMED_COLOURS, UNNAMED_SHARE, UNSEEN_PAIRS, pair_name)
-from tools.toyworld.zero_shot import PER_PAIR, downstream_accuracy, normalize, pair_accuracy
+from tools.toyworld.zero_shot import PER_PAIR, PROMPT, downstream_accuracy, normalize, pair_accuracy
 
 VERSION = 1  # of the model, the world and the recipe: bump to retrain the cached weights
 CACHE_ENV = "DPC_TOYWORLD_CLIP"
@@ -146,24 +147,24 @@ def train(recipe: Recipe = Recipe(), progress: bool = True) -> CLIP:
     return model.eval()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(temporary path)``, then rename it to ``path`` (no half-written file on interruption)."""
+@contextmanager
+def _written_atomically(path: Path):
+    """Yield a temporary file name beside ``path``, renamed to ``path`` only when the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        write(temporary)
+        yield temporary
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
-    except BaseException:
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
 
 
-def save_openai_format(model: CLIP, path: Path) -> None:
+def save_openai_format(model: CLIP, path) -> None:
     """fp16 state dict, as OpenAI's released weights (and tools/tiny_clip.py)."""
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    torch.save(state, path)
 
 
 def report_path(weights) -> Path:
@@ -190,17 +191,19 @@ def pretrain(out, recipe: Recipe = Recipe(), progress: bool = True, per_pair: in
     start = time.time()
     model = train(recipe, progress)
     seconds = round(time.time() - start, 1)
-    save_openai_format(model, out)
     report = {
         "version": VERSION, "world_generator_version": GENERATOR_VERSION, **asdict(recipe),
         "train_seconds": seconds, "torch_threads": threads, "architecture": ARCHITECTURE,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "unseen_pairs": [pair_name(p) for p in UNSEEN_PAIRS], "prompt": "a photo of a {}.",
-        "accuracy": evaluate(out, per_pair=per_pair, test_per_class=test_per_class),
+        "unseen_pairs": [pair_name(p) for p in UNSEEN_PAIRS], "prompt": PROMPT,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "clip": getattr(clip, "__version__", "openai/CLIP")},
     }
-    _atomic_write(report_path(out), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"))
+    with _written_atomically(out) as weights:  # the weights appear last, once their report is written
+        save_openai_format(model, weights)
+        report["accuracy"] = evaluate(weights, per_pair=per_pair, test_per_class=test_per_class)
+        with _written_atomically(report_path(out)) as text:
+            Path(text).write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
@@ -208,7 +211,7 @@ def ensure_pretrained(path=None, progress: bool = True) -> str:
     """Path of the pretrained toy CLIP (``path``, else ``$DPC_TOYWORLD_CLIP``, else the cache), trained if absent."""
     path = Path(path).expanduser() if path else default_cache_path()
     if not path.is_file():
-        print(f"No pretrained toy CLIP at {path}: pretraining it once (a few minutes on 2 CPU cores)")
+        print(f"No pretrained toy CLIP at {path}: pretraining it once (about 5-10 minutes on 2 CPU cores)")
         print(summary(pretrain(path, progress=progress)))
     return str(path)
 
