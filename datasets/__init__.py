@@ -3,7 +3,7 @@
 `import datasets` registers ImageNet, Caltech101, OxfordPets, StanfordCars,
 OxfordFlowers, Food101, FGVCAircraft, SUN397, DescribableTextures, EuroSAT,
 UCF101, ImageNetV2, ImageNetSketch, ImageNetA and ImageNetR with Dassl's
-DATASET_REGISTRY. The logic lives in modules that do not import Dassl
+DATASET_REGISTRY, and ToyWorld, the synthetic world of tools/toyworld. The logic lives in modules that do not import Dassl
 (records, readers, fewshot, subsample, specs, pipeline); when Dassl is not
 installed only those are available.
 """
@@ -34,6 +34,7 @@ if importlib.util.find_spec("dassl") is not None:
         oxford_pets,
         stanford_cars,
         sun397,
+        toyworld,
         ucf101,
     )
     from .base import CoOpDataset

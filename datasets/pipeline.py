@@ -29,7 +29,7 @@ class Splits:
 def _require(path, what, spec, isdir=True):
     ok = os.path.isdir(path) if isdir else os.path.isfile(path)
     if not ok:
-        raise DatasetNotFoundError(path, what, spec.layout, spec.name)
+        raise DatasetNotFoundError(path, what, spec.layout, spec.name, spec.fix)
     return path
 
 
@@ -103,7 +103,7 @@ def load_raw_splits(spec, dataset_dir, store=None):
     except DatasetNotFoundError:
         raise
     except FileNotFoundError as err:  # e.g. a class folder listed in classnames.txt
-        raise DatasetNotFoundError(err.filename, "file or folder", spec.layout, spec.name) from err
+        raise DatasetNotFoundError(err.filename, "file or folder", spec.layout, spec.name, spec.fix) from err
 
 
 def build_splits(spec, root, num_shots=-1, seed=-1, subsample="all", store=None, log=print):

@@ -21,15 +21,16 @@ DOWNLOAD_HINT = (
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset folder or file is missing. The message names the path, shows
-    the expected layout and says where the download instructions are."""
+    the expected layout and says where the download instructions are (or the
+    spec's own `fix`, e.g. the command that writes a synthetic dataset)."""
 
-    def __init__(self, path, what="path", layout="", name=""):
+    def __init__(self, path, what="path", layout="", name="", fix=""):
         lines = [f"{what} not found: {path}"]
         if layout:
             title = f"Expected layout of {name}" if name else "Expected layout"
             lines.append(f"{title} (under DATASET.ROOT):")
             lines.extend("    " + line for line in layout.splitlines())
-        lines.append(f"To download and arrange the data, {DOWNLOAD_HINT}.")
+        lines.append(fix or f"To download and arrange the data, {DOWNLOAD_HINT}.")
         self.message = "\n".join(lines)
         super().__init__(self.message)
         self.filename = path

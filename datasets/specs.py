@@ -20,12 +20,13 @@ class DatasetSpec:
     test_only: bool = False  # evaluation-only: no few-shot sampling
     val_is_test: bool = False  # no val split: val is the test split (ImageNet)
     required: tuple = ()  # further folders that must exist
+    fix: str = ""  # how to get the data, when not CoOp's download instructions
 
 
-def _json_spec(name, folder, config, image_dir, split_file, images, extra=(), required=()):
+def _json_spec(name, folder, config, image_dir, split_file, images, extra=(), required=(), fix=""):
     layout = "\n".join([f"{folder}/", *[f"  {line}" for line in (*images, split_file, *extra)]])
     return DatasetSpec(name, folder, config, "split_json", image_dir, layout, split_file,
-                       required=required)
+                       required=required, fix=fix)
 
 
 def _folders_spec(name, folder, config, image_dir, pattern, kind="class_folders"):
@@ -71,6 +72,11 @@ _ALL = [
                ["2750/<Class>/<image>.jpg"]),
     _json_spec("UCF101", "ucf101", "ucf101", "UCF-101-midframes", "split_zhou_UCF101.json",
                ["UCF-101-midframes/<Action_Name>/<frame>.jpg"]),
+    _json_spec("ToyWorld", "toyworld", "toyworld", "images", "split_zhou_ToyWorld.json",
+               ["images/<colour>_<shape>/<n>.png"],
+               extra=[".toyworld  (generator version and seed)"],
+               fix="ToyWorld is synthetic: write it with `python -m tools.toyworld --root DATA_ROOT` "
+                   "(DATA_ROOT = DATASET.ROOT)."),
     _folders_spec("ImageNetV2", "imagenetv2", "imagenetv2",
                   "imagenetv2-matched-frequency-format-val", "<0..999>/<image>.jpeg",
                   kind="imagenetv2"),

@@ -20,3 +20,15 @@ def test_fp32_deep_prompt_gradient_is_summed_over_the_batch_in_fp32(replace, row
     expected = upstream[rows].float().sum(dim=1)
     assert torch.equal(expected, torch.full((2, WIDTH), 40.0390625))
     assert torch.equal(prompt.grad, expected)
+
+
+def test_tokenize_uses_the_models_context_length_and_names_a_prompt_that_does_not_fit():
+    from tools.tiny_clip import build_tiny_clip
+    from trainers.encoders import context_length, embed_texts, tokenize
+
+    short = build_tiny_clip(layers=1, context_length=8)
+    assert context_length(short) == 8
+    tokens, embedding = embed_texts(short, ["a red circle."])
+    assert tokens.shape == (1, 8) and embedding.shape[:2] == (1, 8)
+    with pytest.raises(ValueError, match=r"'a photo of a big red circle\.' needs 10 tokens .* takes 8: use fewer"):
+        tokenize(short, ["a red circle.", "a photo of a big red circle."])

@@ -40,7 +40,7 @@ def test_the_hand_written_templates_are_coops():
     assert DATASET_TEMPLATES["UCF101"] == "a photo of a person doing {}."
     assert DATASET_TEMPLATES["DescribableTextures"] == "a photo of a {}, a type of texture."
     assert DATASET_TEMPLATES["ImageNet"] == DATASET_TEMPLATES["StanfordCars"] == "a photo of a {}."
-    assert len(DATASET_TEMPLATES) == 15
+    assert len(DATASET_TEMPLATES) == 16 and DATASET_TEMPLATES["ToyWorld"] == "a photo of a {}."
     pytest.importorskip("dassl")
     from trainers.kgcoop import KgCoOp
 

@@ -16,12 +16,13 @@ from clip.model import CLIP
 
 
 def build_tiny_clip(layers: int = 4, width: int = 64, embed_dim: int = 32, image_size: int = 32,
-                    patch_size: int = 16, seed: int = 0, vision_width: int | None = None) -> CLIP:
+                    patch_size: int = 16, seed: int = 0, vision_width: int | None = None,
+                    context_length: int = 77) -> CLIP:
     """A ViT CLIP with ``layers`` blocks per tower; widths are multiples of 64 (CLIP: 64 dims per head)."""
     torch.manual_seed(seed)
     model = CLIP(embed_dim=embed_dim, image_resolution=image_size, vision_layers=layers,
                  vision_width=vision_width or width,
-                 vision_patch_size=patch_size, context_length=77, vocab_size=49408,
+                 vision_patch_size=patch_size, context_length=context_length, vocab_size=49408,
                  transformer_width=width, transformer_heads=width // 64, transformer_layers=layers)
     return model.eval()
 
@@ -31,7 +32,7 @@ def save_tiny_clip(path: str, jit: bool = False, **options) -> str:
     model = build_tiny_clip(**options)
     if jit:
         size = model.visual.input_resolution
-        example = (torch.zeros(1, 3, size, size), torch.zeros(1, 77, dtype=torch.long))
+        example = (torch.zeros(1, 3, size, size), torch.zeros(1, model.context_length, dtype=torch.long))
         traced = torch.jit.trace(model, example, check_trace=False)
         torch.jit.save(traced, path)
     else:

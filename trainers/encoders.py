@@ -27,9 +27,29 @@ def count_tokens(text: str) -> int:
     return len(_tokenizer.encode(text))
 
 
+def context_length(clip_model) -> int:
+    """Number of text tokens the CLIP text tower takes (77 for OpenAI's models), read from its positions."""
+    return clip_model.positional_embedding.shape[0]
+
+
+def tokenize(clip_model, texts: Sequence[str]) -> torch.Tensor:
+    """Token ids [n, context length] of ``texts`` for ``clip_model``; a text that does not fit is an error naming it."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    length = context_length(clip_model)
+    for text in texts:
+        needed = count_tokens(text) + 2  # with start and end tokens
+        if needed > length:
+            raise ValueError(
+                f"prompt {text!r} needs {needed} tokens (with start and end) but this CLIP's text encoder takes "
+                f"{length}: use fewer context tokens (N_CTX, CTX_INIT), a shorter template or shorter class "
+                "names, or a CLIP with a longer context")
+    return clip.tokenize(texts, context_length=length)
+
+
 def embed_texts(clip_model, texts: Sequence[str]):
-    """Tokenize ``texts`` and look up their token embeddings: (tokens [n, 77], embeddings [n, 77, width])."""
-    tokens = torch.cat([clip.tokenize(t) for t in texts])
+    """Tokenize ``texts`` and look up their token embeddings: (tokens [n, L], embeddings [n, L, width]),
+    L being the model's context length (77 for OpenAI's models)."""
+    tokens = tokenize(clip_model, texts)
     device = clip_model.token_embedding.weight.device
     with torch.no_grad():
         embedding = clip_model.token_embedding(tokens.to(device)).type(clip_model.dtype)

@@ -87,6 +87,7 @@ DATASET_TEMPLATES = {
     "DescribableTextures": "a photo of a {}, a type of texture.",
     "EuroSAT": "a centered satellite photo of {}.",
     "UCF101": "a photo of a person doing {}.",
+    "ToyWorld": "a photo of a {}.",  # the synthetic world of tools/toyworld (its pretraining captions' form)
 }
 
 

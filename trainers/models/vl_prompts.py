@@ -97,7 +97,7 @@ class TextContextLearner(nn.Module):
         self.prompt_text = prefix_text
 
     def text_prompts(self, ctx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Token embeddings [n_cls, 77, width] with the learned context, or with ``ctx`` [n_ctx, width] instead."""
+        """Token embeddings [n_cls, context length, width] with the learned context, or with ``ctx`` [n_ctx, width] instead."""
         ctx = self.ctx if ctx is None else ctx
         ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1).to(self.token_prefix.dtype)
         return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)

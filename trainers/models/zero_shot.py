@@ -4,11 +4,10 @@ from __future__ import annotations
 import copy
 from typing import Sequence
 
-import clip
 import torch
 import torch.nn.functional as F
 
-from ..encoders import TextEncoder
+from ..encoders import TextEncoder, tokenize
 from ..templates import IMAGENET_TEMPLATES, fill
 
 
@@ -26,7 +25,7 @@ def zero_shot_text_features(clip_model, classnames: Sequence[str], templates: Se
     device = clip_model.token_embedding.weight.device
     features = []
     for template in templates:
-        tokens = clip.tokenize([fill(template, name) for name in classnames]).to(device)
+        tokens = tokenize(clip_model, [fill(template, name) for name in classnames]).to(device)
         embedding = clip_model.token_embedding(tokens).float()
         features.append(encoder(embedding, tokens).float())
     return F.normalize(torch.stack(features).mean(dim=0), dim=-1)
