@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from clip.model import CLIP
 from tqdm import tqdm
 
+from trainers.dpc.files import atomic_write_text
 from tools.toyworld.captions import caption_table, shape_caption_table, size_words, where_phrases
 from tools.toyworld.dataset import GENERATOR_VERSION
 from tools.toyworld.render import render_pretraining
@@ -149,7 +150,8 @@ def train(recipe: Recipe = Recipe(), progress: bool = True) -> CLIP:
 
 @contextmanager
 def _written_atomically(path: Path):
-    """Yield a temporary file name beside ``path``, renamed to ``path`` only when the block succeeds."""
+    """Yield a temporary file name beside ``path``, renamed to ``path`` only when the block succeeds (unlike
+    trainers.dpc.files.atomic_write, the block gets a name: the weights are evaluated from it before the rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -202,8 +204,7 @@ def pretrain(out, recipe: Recipe = Recipe(), progress: bool = True, per_pair: in
     with _written_atomically(out) as weights:  # the weights appear last, once their report is written
         save_openai_format(model, weights)
         report["accuracy"] = evaluate(weights, per_pair=per_pair, test_per_class=test_per_class)
-        with _written_atomically(report_path(out)) as text:
-            Path(text).write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write_text(str(report_path(out)), json.dumps(report, indent=1) + "\n")
     return report
 
 

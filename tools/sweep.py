@@ -41,6 +41,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 
 from tabulate import tabulate
 
+if __package__ in (None, ""):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from trainers.dpc.files import atomic_write_text  # noqa: E402  (torch-free)
+
 REPO = Path(__file__).resolve().parent.parent
 WAIT_FOR_LOCK_ENV = {"DPC_WAIT_FOR_LOCK": "1"}
 CLUSTERS = ("slurm", "local", "debug")
@@ -513,10 +518,7 @@ def format_eta(seconds: Optional[float]) -> str:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as out:
-        json.dump(data, out, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(str(path), json.dumps(data, indent=1))
 
 
 # ----------------------------------------------------------------------------- the sweep
