@@ -133,11 +133,6 @@ run_path() {
     echo "$OUTPUT/$1/$2/shots_$SHOTS/$3/$(basename "$4" .yaml)${TAG:+@$TAG}/seed$5"
 }
 
-# run_dir train_base|test_new DATASET TRAINER CONFIG_FILE SEED: a base-to-new run directory
-run_dir() {
-    run_path "base2new/$1" "${@:2}"
-}
-
 # newest numbered checkpoint epoch of a training run (empty when there is none)
 last_epoch() {
     local pointer

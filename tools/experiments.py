@@ -22,11 +22,12 @@ from typing import Callable, Dict, List, Sequence, Tuple
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.paper_tables import CROSS_DATASET_TARGETS, CROSS_DOMAIN_TARGETS, PAPER_DATASETS  # noqa: E402
 from tools.sweep import Job, add_launcher_args, launcher_from_args, merge_duplicates, run_jobs  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-            "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+DATASETS = PAPER_DATASETS  # the paper's 11, in its order
+TARGETS = CROSS_DATASET_TARGETS + CROSS_DOMAIN_TARGETS  # Table 2's 14
 PAPER_BACKBONES = ("coop", "maple", "promptsrc", "promptkd")
 FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
 B2N = "scripts/dpc/base2new_train.sh"
@@ -126,10 +127,6 @@ def table2(grid: Grid, datasets, seeds, backbones):
             for target in TARGETS:
                 grid.add(f"{name}/test/{target}", script, [seed, backbone], {"STEPS": "test", "TARGETS": target},
                          [stage2])
-
-
-TARGETS = ("caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft", "sun397",
-           "dtd", "eurosat", "ucf101", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 
 
 def table3(grid: Grid, datasets, seeds, backbones):
