@@ -106,3 +106,21 @@ def test_bad_configuration_is_rejected_with_a_hint():
     sampler, _ = make_sampler()
     with pytest.raises(ValueError, match="scores must be"):
         sampler.sample(torch.randn(2, 5), torch.tensor([0, 1]))
+
+
+def test_random_negatives_ignore_the_scores_and_cover_all_other_classes():
+    labels = [c for c in range(N) for _ in range(3)]
+    sampler = HardNegativeSampler(index_by_class(labels, N), N, topk=4, rng=random.Random(0), choice="random")
+    scores = ranked_scores([[3, 7, 1, 5, 2, 0, 4, 6, 8, 9]])
+    seen = set()
+    for _ in range(200):
+        out = sampler.sample(scores, torch.tensor([1]))
+        assert len(out.neg_labels) == 3 and 1 not in out.neg_labels and len(set(out.neg_labels)) == 3
+        assert [labels[i] for i in out.neg_items] == out.neg_labels
+        seen.update(out.neg_labels)
+    assert seen == set(range(N)) - {1}  # not the top-ranked 3, 7, 5 only
+    again = HardNegativeSampler(index_by_class(labels, N), N, topk=4, rng=random.Random(0), choice="random")
+    first = HardNegativeSampler(index_by_class(labels, N), N, topk=4, rng=random.Random(0), choice="random")
+    assert again.sample(scores, torch.tensor([1])).neg_items == first.sample(scores, torch.tensor([1])).neg_items
+    with pytest.raises(ValueError, match="DPC.NEGATIVES"):
+        HardNegativeSampler(index_by_class(labels, N), N, topk=4, choice="easy")

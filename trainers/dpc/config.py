@@ -4,6 +4,7 @@ from yacs.config import CfgNode as CN
 NEG_SOURCES = ("few-shot", "full-train")
 EVAL_MODES = ("auto", "base", "new", "stage1")
 OBJECTIVES = ("hard-negatives", "cross-entropy")
+NEGATIVE_CHOICES = ("hard", "random")
 
 
 def add_dpc_config(cfg) -> None:
@@ -13,6 +14,8 @@ def add_dpc_config(cfg) -> None:
     cfg.DPC.TOPK = 8  # K: top-K stage-1 predictions per anchor, of which at most K-1 become negatives
     cfg.DPC.W_BASE = 0.2  # w_b in (0, 1]: the decoupling weight (1.0 for MaPLe)
     cfg.DPC.W_NEW = 1e-6  # w_n in [0, 1]: weight of the parallel prompt at new-class inference
+    # hard: the stage-1 model's top-K classes (the paper) | random: K-1 base classes drawn uniformly (a control)
+    cfg.DPC.NEGATIVES = "hard"
     cfg.DPC.NEG_SOURCE = "few-shot"  # where negative images come from: few-shot | full-train
     cfg.DPC.UPDATE = "release"  # release: P' trained directly, gradient x 1/w_b (the published numbers) | frozen: P' = P + (M-P)/w_b
     cfg.DPC.BASE_PROMPT = "parallel"  # base-class prompt: parallel (P', the release) | mixed (w_b P' + (1-w_b) P, paper-literal)

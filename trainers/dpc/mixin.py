@@ -44,7 +44,7 @@ from . import dassl_compat, decoupling
 from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint, load_state_checked,
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
-from .config import EVAL_MODES, NEG_SOURCES, OBJECTIVES
+from .config import EVAL_MODES, NEG_SOURCES, NEGATIVE_CHOICES, OBJECTIVES
 from .features import FeatureCapture, cosine_logits, find_feature_sites, replaced
 from .image_bank import ImageBank
 from .loss import symmetric_infonce
@@ -72,6 +72,7 @@ class DPCMixin:
         decoupling.check_choice("UPDATE", d.UPDATE, decoupling.UPDATES)
         decoupling.check_choice("EVAL_MODE", d.EVAL_MODE, EVAL_MODES)
         decoupling.check_choice("OBJECTIVE", d.OBJECTIVE, OBJECTIVES)
+        decoupling.check_choice("NEGATIVES", d.NEGATIVES, NEGATIVE_CHOICES)
 
     @classmethod
     def dpc_backbone_name(cls) -> str:
@@ -178,9 +179,10 @@ class DPCMixin:
         by_class = index_by_class([item.label for item in items], num_classes)
         seed = self.cfg.SEED if self.cfg.SEED >= 0 else None
         self.dpc_sampler = HardNegativeSampler(by_class, num_classes, d.TOPK, rng=random.Random(seed),
-                                               classnames=dataset.classnames)
+                                               classnames=dataset.classnames, choice=d.NEGATIVES)
         self.dpc_bank = ImageBank([item.impath for item in items], build_transform(self.cfg, is_train=True))
-        print(f"DPC: negatives from {len(items)} {d.NEG_SOURCE} images of {num_classes} base classes, K={d.TOPK}")
+        print(f"DPC: {d.NEGATIVES} negatives from {len(items)} {d.NEG_SOURCE} images of {num_classes} base classes, "
+              f"K={d.TOPK}")
 
     # ---------------------------------------------------------------- features
     def dpc_features(self, images):
@@ -244,10 +246,11 @@ class DPCMixin:
                 raise ValueError(f"cannot resume from {path}: it is not a DPC stage-2 checkpoint; use a fresh --output-dir")
             d = self.cfg.DPC
             current = {"update": d.UPDATE, "w_base": d.W_BASE, "topk": d.TOPK, "neg_source": d.NEG_SOURCE,
-                       "parallel_loss": d.PARALLEL_LOSS, "objective": d.OBJECTIVE,
+                       "parallel_loss": d.PARALLEL_LOSS, "objective": d.OBJECTIVE, "negatives": d.NEGATIVES,
                        "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
             saved = dict(meta, **{"stage-1 checkpoint": (meta.get("stage1") or {}).get("files", {}).get(name)})
-            saved.setdefault("objective", "hard-negatives")  # written before the option existed
+            saved.setdefault("objective", "hard-negatives")  # written before these options existed
+            saved.setdefault("negatives", "hard")
             changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
             if changed:
                 raise ValueError(f"cannot resume {path} with other DPC settings ({'; '.join(changed)}): "
@@ -412,6 +415,7 @@ class DPCMixin:
             "stage1": self.dpc_stage1, "update": d.UPDATE, "parallel_loss": d.PARALLEL_LOSS,
             "w_base": d.W_BASE, "w_new": d.W_NEW, "topk": d.TOPK,
             "neg_source": d.NEG_SOURCE, "base_prompt": d.BASE_PROMPT, "objective": d.OBJECTIVE,
+            "negatives": d.NEGATIVES,
             "prompt_tensors": self.dpc_prompts,
             "classnames": list(self.dm.dataset.classnames), "backbone": self.dpc_backbone_name(),
         }

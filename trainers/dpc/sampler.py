@@ -6,6 +6,9 @@ of that class. Every anchor is kept (two anchors of one class are positives of e
 loss). A negative class is never a class already in the mini-batch (any anchor's true class or an
 earlier negative), so negatives are unambiguous. When fewer than ``min_negatives`` negatives
 survive, random classes not yet in the batch fill the gap.
+
+``choice="random"`` is the control without mining: each anchor's candidates are K-1 base classes
+other than its own drawn uniformly (the scores are ignored); everything else is the same.
 """
 from __future__ import annotations
 
@@ -45,7 +48,10 @@ def index_by_class(labels: Sequence[int], num_classes: int) -> Dict[int, List[in
 
 class HardNegativeSampler:
     def __init__(self, items_by_class: Mapping[int, Sequence[int]], num_classes: int, topk: int = 8,
-                 min_negatives: int = 2, rng: random.Random | None = None, classnames: Sequence[str] | None = None):
+                 min_negatives: int = 2, rng: random.Random | None = None, classnames: Sequence[str] | None = None,
+                 choice: str = "hard"):
+        if choice not in ("hard", "random"):
+            raise ValueError(f"DPC.NEGATIVES must be hard or random, got {choice!r}")
         if not 1 <= topk <= num_classes:
             raise ValueError(f"DPC.TOPK={topk} must be between 1 and the number of base classes ({num_classes})")
         empty = [c for c in range(num_classes) if not items_by_class.get(c)]
@@ -60,13 +66,18 @@ class HardNegativeSampler:
         self.max_negatives = topk - 1
         self.min_negatives = min(min_negatives, self.max_negatives)
         self.rng = rng or random.Random()
+        self.choice = choice
 
     def sample(self, scores: torch.Tensor, labels: torch.Tensor) -> NegativeBatch:
         """``scores`` [b, num_classes] from the stage-1 model (higher = more similar); ``labels`` [b]."""
         if scores.dim() != 2 or scores.shape[1] != self.num_classes:
             raise ValueError(f"scores must be [batch, {self.num_classes}], got {tuple(scores.shape)}")
         labels = [int(y) for y in labels.tolist()]
-        ranked = scores.detach().float().topk(self.topk, dim=1).indices.tolist()
+        if self.choice == "hard":
+            ranked = scores.detach().float().topk(self.topk, dim=1).indices.tolist()
+        else:
+            others = [[c for c in range(self.num_classes) if c != label] for label in labels]
+            ranked = [self.rng.sample(pool, min(self.max_negatives, len(pool))) for pool in others]
 
         out = NegativeBatch(num_anchors=len(labels))
         in_batch = set(labels)

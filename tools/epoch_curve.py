@@ -1,0 +1,144 @@
+"""Accuracy of a finished training run at each of its saved epochs, on the base and the new classes.
+
+    python tools/epoch_curve.py RUN_DIR [RUN_DIR ...] [--splits base new] [--root DATA_ROOT]
+
+A run of ``scripts/dpc/*_train.sh`` keeps one checkpoint per epoch (``TRAIN.CHECKPOINT_FREQ 1``). This tool
+rebuilds the run's trainer from its ``run_info.json`` for each split's classes (Dassl's
+``DATASET.SUBSAMPLE_CLASSES``), loads every checkpoint in turn and tests it, in one process. Epoch 0 is
+the trainer as built before training (for CoOp with ``CTX_INIT "a photo of a"``: zero-shot CLIP). That is
+the backbone's base-new trade-off over training. The curve is stored in ``RUN_DIR/epoch_curve.json``, and
+it is reused while the run's ``done.json`` is unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from trainers.dpc.files import atomic_write_text  # noqa: E402
+
+CURVE_FILE = "epoch_curve.json"
+SPLITS = ("base", "new")
+
+
+def saved_epochs(run_dir: str) -> list[int]:
+    """Epochs with a numbered checkpoint in every model folder of ``run_dir``."""
+    found = None
+    for name in sorted(os.listdir(run_dir)):
+        folder = os.path.join(run_dir, name)
+        if os.path.isfile(os.path.join(folder, "checkpoint")):
+            epochs = {int(m.group(1)) for f in os.listdir(folder) if (m := re.fullmatch(r"model\.pth\.tar-(\d+)", f))}
+            found = epochs if found is None else found & epochs
+    if not found:
+        raise FileNotFoundError(f"no saved epochs in {run_dir}: expected <model>/model.pth.tar-<epoch> files "
+                                "from a finished training run (scripts/dpc/*_train.sh keeps one per epoch)")
+    return sorted(found)
+
+
+def run_config(run_dir: str, subsample: str, root: str = ""):
+    """The run's config (from its run_info.json), for testing on ``subsample`` classes."""
+    from dassl.config import get_cfg_default
+    from yacs.config import CfgNode
+
+    from trainers.config import extend_cfg
+
+    info_path = os.path.join(run_dir, "run_info.json")
+    if not os.path.isfile(info_path):
+        raise FileNotFoundError(f"{info_path} is missing: {run_dir} is not a run directory written by train.py")
+    with open(info_path) as f:
+        saved = json.load(f)["config"]
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    cfg.merge_from_other_cfg(CfgNode(saved))
+    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
+    if root:
+        cfg.DATASET.ROOT = root
+    cfg.OUTPUT_DIR = tempfile.mkdtemp(prefix="epoch_curve-")  # nothing is written there: tests only
+    cfg.freeze()
+    return cfg
+
+
+def split_curve(run_dir: str, subsample: str, epochs: list[int], root: str = "", progress=None) -> dict:
+    """{epoch: accuracy (%)} on the ``subsample`` classes' test split; epoch 0 is the untrained trainer."""
+    import train
+    from dassl.utils import set_random_seed
+
+    cfg = run_config(run_dir, subsample, root)
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet):
+        if cfg.SEED >= 0:
+            set_random_seed(cfg.SEED)
+        trainer = train.build(cfg)
+    curve = {}
+    for epoch in [0] + epochs:
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):  # Dassl's test progress bar too
+            if epoch:
+                trainer.load_model(run_dir, epoch=epoch)
+            curve[epoch] = round(float(trainer.test()), 2)
+        if progress:
+            progress(subsample, epoch)
+    os.rmdir(cfg.OUTPUT_DIR)
+    return curve
+
+
+def _stamp(run_dir: str) -> str:
+    path = os.path.join(run_dir, "done.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir} has no done.json: the training run is not finished (run or resume it first)")
+    with open(path) as f:
+        return json.load(f).get("finished", "")
+
+
+def epoch_curve(run_dir: str, splits=SPLITS, root: str = "", verbose: bool = True) -> dict:
+    """{split: {epoch: accuracy}} for a finished run, cached in ``RUN_DIR/epoch_curve.json``."""
+    stamp = _stamp(run_dir)
+    path = os.path.join(run_dir, CURVE_FILE)
+    cached = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            stored = json.load(f)
+        if stored.get("run_finished") == stamp:
+            cached = {split: {int(e): a for e, a in curve.items()} for split, curve in stored["curves"].items()}
+    missing = [split for split in splits if split not in cached]
+    if missing:
+        epochs = saved_epochs(run_dir)
+        total, done, started = len(missing) * (len(epochs) + 1), [0], time.monotonic()
+
+        def progress(split, epoch):
+            done[0] += 1
+            if verbose:
+                left = (time.monotonic() - started) / done[0] * (total - done[0])
+                print(f"\r  epoch curve {done[0]}/{total} ({split}, epoch {epoch}), ETA {left:4.0f}s",
+                      end="\n" if done[0] == total else "", file=sys.stderr, flush=True)
+
+        for split in missing:
+            cached[split] = split_curve(run_dir, split, epochs, root, progress)
+        atomic_write_text(path, json.dumps({"run_finished": stamp, "curves": cached}, indent=2) + "\n")
+    return {split: cached[split] for split in splits}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="finished training run directories")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    parser.add_argument("--root", default="", help="dataset root, when it moved since the run (DATASET.ROOT)")
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        curves = epoch_curve(run, args.splits, args.root)
+        print(run)
+        for split, curve in curves.items():
+            print(f"  {split:>4}: " + "  ".join(f"{epoch}:{acc:.1f}" for epoch, acc in curve.items()))
+
+
+if __name__ == "__main__":
+    main()
