@@ -77,6 +77,11 @@ _ALL = [
                extra=[".toyworld  (generator version and seed)"],
                fix="ToyWorld is synthetic: write it with `python -m tools.toyworld --root DATA_ROOT` "
                    "(DATA_ROOT = DATASET.ROOT)."),
+    _json_spec("ToyWorldWide", "toyworld_wide", "toyworld_wide", "images", "split_zhou_ToyWorldWide.json",
+               ["images/<colour>_<shape>/<n>.png"],
+               extra=[".toyworld  (generator version, seed and variant)"],
+               fix="ToyWorldWide is synthetic: write it with `python -m tools.toyworld --root DATA_ROOT --variant "
+                   "toyworld_wide` (DATA_ROOT = DATASET.ROOT)."),
     _folders_spec("ImageNetV2", "imagenetv2", "imagenetv2",
                   "imagenetv2-matched-frequency-format-val", "<0..999>/<image>.jpeg",
                   kind="imagenetv2"),

@@ -43,7 +43,7 @@ def paths(items):
 
 def test_every_dataset_is_registered():
     registered = set(DATASET_REGISTRY.registered_names())
-    assert set(SPECS) <= registered and len(SPECS) == 16  # the 15 CoOp datasets and ToyWorld
+    assert set(SPECS) <= registered and len(SPECS) == 17  # the 15 CoOp datasets and the two ToyWorlds
 
 
 @pytest.mark.parametrize("name", ["EuroSAT", "FGVCAircraft", "ImageNet", "ImageNetR"])

@@ -75,7 +75,7 @@ def test_real_layouts_are_read(tmp_path, stem):
 
 
 def test_all_fifteen_datasets_load(tmp_path):
-    assert len(DATASETS) == 15 and set(SPECS) == {get_spec(stem).name for stem in DATASETS} | {"ToyWorld"}
+    assert len(DATASETS) == 15 and set(SPECS) == {get_spec(stem).name for stem in DATASETS} | {"ToyWorld", "ToyWorldWide"}
     for stem in DATASETS:
         make_dataset(tmp_path, stem, n_classes=3, train_per_class=2, val_per_class=1,
                      test_per_class=1)

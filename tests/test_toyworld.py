@@ -12,13 +12,15 @@ from tools import pretrain_clip
 from tools.pretrain_clip import Recipe, SceneSampler, ensure_pretrained, pretrain
 from tools.toyworld import dataset as toy_dataset
 from tools.toyworld.captions import caption_table, shape_caption_table
-from tools.toyworld.dataset import SPLIT_FILE, render_split, write_toyworld
+from tools.toyworld.dataset import render_split, write_toyworld
 from tools.toyworld.vocab import (ALL_PAIRS, BASE_CLASSES, CLASS_NAMES, COLOURS, NEW_CLASSES, SEEN_PAIRS,
-                                  UNNAMED_COLOURS, UNSEEN_PAIRS, pair_name)
+                                  TOYWORLD, TOYWORLD_WIDE, UNNAMED_COLOURS, UNSEEN_PAIRS,
+                                  pair_name)
 from tools.toyworld.zero_shot import normalize
 from trainers.encoders import count_tokens
 
-SMALL = {"train": 2, "val": 1, "test": 2}  # images per class in these tests
+SMALL = {"train": 2, "val": 1, "test": 2}
+SPLIT_FILE = TOYWORLD.split_file  # images per class in these tests
 
 
 def files_of(folder):
@@ -95,27 +97,36 @@ def test_generator_never_touches_a_foreign_folder_nor_leaves_a_partial_one(tmp_p
     assert os.listdir(tmp_path / "new") == []
 
 
-def test_dassl_builds_toyworld_base_and_new(tmp_path):
+@pytest.mark.parametrize("variant", [TOYWORLD, TOYWORLD_WIDE], ids=lambda v: v.name)
+def test_dassl_builds_toyworld_base_and_new(tmp_path, variant):
     pytest.importorskip("dassl")
     from dassl.config import get_cfg_default
     from dassl.data.datasets import build_dataset
 
+    import datasets.toyworld  # registers ToyWorld and ToyWorldWide
     from datasets.specs import SPECS
-    from datasets.toyworld import ToyWorld  # registers it
     from trainers.config import extend_cfg
 
-    spec = SPECS["ToyWorld"]
-    assert (spec.folder, spec.image_dir, spec.split_file) == (toy_dataset.FOLDER, toy_dataset.IMAGE_DIR, SPLIT_FILE)
-    write_toyworld(tmp_path, counts=SMALL, quiet=True)
+    spec = SPECS[variant.dassl_name]
+    assert (spec.folder, spec.config, spec.image_dir, spec.split_file) == (
+        variant.name, variant.name, toy_dataset.IMAGE_DIR, variant.split_file)
+    write_toyworld(tmp_path, counts=SMALL, quiet=True, variant=variant)
     cfg = get_cfg_default()
     extend_cfg(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, "configs/datasets/toyworld.yaml"))
+    cfg.merge_from_file(os.path.join(ROOT, f"configs/datasets/{variant.name}.yaml"))
     cfg.DATASET.ROOT, cfg.DATASET.NUM_SHOTS, cfg.SEED = str(tmp_path), 2, 1
-    for subsample, names in (("base", CLASS_NAMES[:25]), ("new", CLASS_NAMES[25:])):
+    half = len(variant.base)
+    for subsample, names in (("base", variant.class_names[:half]), ("new", variant.class_names[half:])):
         cfg.DATASET.SUBSAMPLE_CLASSES = subsample
         data = build_dataset(cfg)
-        assert type(data) is ToyWorld and data.classnames == list(names)
-        assert (len(data.train_x), len(data.val), len(data.test)) == (50, 25, 50)
+        assert type(data) is getattr(datasets.toyworld, variant.dassl_name) and data.classnames == list(names)
+        assert (len(data.train_x), len(data.val), len(data.test)) == (2 * half, half, 2 * half)
+    if variant is TOYWORLD_WIDE:  # every pair once; the halves split by colour; distractors stay in their half
+        assert sorted(variant.classes) == sorted(ALL_PAIRS) and {c for c, _ in variant.base} == set(range(5))
+        pairs = torch.tensor(variant.classes).repeat_interleave(50, dim=0)
+        other = toy_dataset._distractors(pairs, torch.Generator().manual_seed(0), variant)
+        assert ((other[:, 0] >= 5) == (pairs[:, 0] >= 5)).all() and (other != pairs).all(dim=1).all()
+        assert set(other[:, 1].tolist()) == set(range(10))
 
 
 @pytest.fixture(scope="module")

@@ -48,9 +48,10 @@ def config_name(trainer: str) -> str:
     return os.path.basename(out.stdout.strip())[: -len(".yaml")]
 
 
-def run_dirs(output: str, trainer: str, side: str) -> str:
-    """<output>/base2new/<side>/toyworld/shots_16/<trainer>/<default config> (holding seed<N>/)."""
-    return os.path.join(output, "base2new", side, DATASET, f"shots_{SHOTS}", trainer, config_name(trainer))
+def run_dirs(output: str, trainer: str, side: str, dataset: str = DATASET, tag: str = "") -> str:
+    """<output>/base2new/<side>/<dataset>/shots_16/<trainer>/<default config>[@<tag>] (holding seed<N>/)."""
+    cfg = config_name(trainer) + (f"@{tag}" if tag else "")
+    return os.path.join(output, "base2new", side, dataset, f"shots_{SHOTS}", trainer, cfg)
 
 
 def demo_jobs(backbone: str, seeds, data: str, output: str, weights: str) -> list[Job]:
@@ -74,18 +75,25 @@ def demo_jobs(backbone: str, seeds, data: str, output: str, weights: str) -> lis
     return runs + curves  # in this order a free worker takes the next run before any curve
 
 
-def zero_shot(weights: str) -> dict:
-    """Zero-shot accuracies of the toy CLIP on the ToyWorld test split (its pretraining report)."""
-    with open(report_path(weights), encoding="utf-8") as f:
-        down = json.load(f)["accuracy"]["downstream_test"]
+def zero_shot(weights: str, dataset: str = DATASET) -> dict:
+    """Zero-shot accuracies of the toy CLIP on the test split of ``dataset`` (toyworld: its pretraining report)."""
+    if dataset == DATASET:
+        with open(report_path(weights), encoding="utf-8") as f:
+            down = json.load(f)["accuracy"]["downstream_test"]
+    else:
+        from tools.toyworld.vocab import VARIANTS
+        from tools.toyworld.zero_shot import downstream_accuracy
+        from trainers.clip_loader import load_clip
+
+        down = downstream_accuracy(load_clip("custom", weights, prec="fp32"), variant=VARIANTS[dataset])
     return {"base": down["base"], "new": down["new"], "H": harmonic_mean(down["base"], down["new"])}
 
 
-def results(output: str, trainer: str, seeds) -> dict:
-    """{"base"/"new"/"H": Summary} of one trainer over ``seeds``."""
+def results(output: str, trainer: str, seeds, dataset: str = DATASET, tag: str = "") -> dict:
+    """{"base"/"new"/"H": Summary} of one trainer (a tagged variant) over ``seeds``."""
     wanted = set(seeds)
-    base = {s: a for s, a in collect(run_dirs(output, trainer, "train_base")).items() if s in wanted}
-    new = {s: a for s, a in collect(run_dirs(output, trainer, "test_new")).items() if s in wanted}
+    base = {s: a for s, a in collect(run_dirs(output, trainer, "train_base", dataset, tag)).items() if s in wanted}
+    new = {s: a for s, a in collect(run_dirs(output, trainer, "test_new", dataset, tag)).items() if s in wanted}
     return base_new(base, new)
 
 

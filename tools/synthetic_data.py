@@ -1,4 +1,4 @@
-"""Small synthetic datasets in the real CoOp on-disk layouts (for tests and demos).
+"""Small synthetic datasets in the real CoOp on-disk layouts (for the tests and benchmarks).
 
     from tools.synthetic_data import make_dataset
     dataset_dir = make_dataset(root, "eurosat", n_classes=6)   # -> "<root>/eurosat"

@@ -1,6 +1,6 @@
 """Build a tiny randomly initialised OpenAI CLIP and save it in OpenAI's formats.
 
-Used by the tests, the benchmark and the demo: real ``clip.model.CLIP`` code and the real tokenizer,
+Used by the tests and the benchmarks: real ``clip.model.CLIP`` code and the real tokenizer,
 small enough for a CPU. Saved as a plain state dict (or a JIT archive with ``--jit``), it loads
 through the same code path as the released weights (``trainers.clip_loader``), under
 ``MODEL.BACKBONE.NAME custom`` (its shapes are none of OpenAI's models).

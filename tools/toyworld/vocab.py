@@ -6,6 +6,8 @@ its class name is "<colour> <shape>", e.g. "red circle".
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # name, RGB in [0, 1]; the first five colours are base words, the other five new words
 COLOURS = (
     ("red", (0.86, 0.10, 0.10)),
@@ -53,6 +55,47 @@ BASE_CLASSES = tuple((c, s) for c in range(N_BASE_WORDS) for s in range(N_BASE_W
 NEW_CLASSES = tuple((c, s) for c in range(N_BASE_WORDS, N_WORDS) for s in range(N_BASE_WORDS, N_WORDS))
 CLASSES = BASE_CLASSES + NEW_CLASSES
 CLASS_NAMES = tuple(pair_name(p) for p in CLASSES)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One downstream dataset of the world: its classes in label order (base first) and where it lives.
+
+    ``colour_halves`` / ``shape_halves``: per half (base, new), the words its classes draw on, i.e. where a
+    scene's distractor comes from (another colour and another shape of the same half)."""
+
+    name: str  # config stem and folder
+    dassl_name: str
+    base: tuple
+    new: tuple
+    colour_halves: tuple
+    shape_halves: tuple
+
+    @property
+    def classes(self) -> tuple:
+        return self.base + self.new
+
+    @property
+    def class_names(self) -> tuple:
+        return tuple(pair_name(p) for p in self.classes)
+
+    @property
+    def split_file(self) -> str:
+        return f"split_zhou_{self.dassl_name}.json"
+
+
+BASE_WORDS, NEW_WORDS = tuple(range(N_BASE_WORDS)), tuple(range(N_BASE_WORDS, N_WORDS))
+# the default: 25 base and 25 new classes that share no word
+TOYWORLD = Variant("toyworld", "ToyWorld", BASE_CLASSES, NEW_CLASSES, (BASE_WORDS, NEW_WORDS), (BASE_WORDS, NEW_WORDS))
+# all 100 pairs: 50 base classes (the first 5 colours x every shape) and 50 new ones (the other colours): twice
+# the base classes, each with 9 same-colour and 4 same-shape neighbours, so that mining negatives has more to find.
+# New classes share shape words with the base classes, not colour words.
+ALL_WORDS = tuple(range(N_WORDS))
+TOYWORLD_WIDE = Variant("toyworld_wide", "ToyWorldWide",
+                        tuple((c, s) for c in BASE_WORDS for s in ALL_WORDS),
+                        tuple((c, s) for c in NEW_WORDS for s in ALL_WORDS),
+                        (BASE_WORDS, NEW_WORDS), (ALL_WORDS, ALL_WORDS))
+VARIANTS = {v.name: v for v in (TOYWORLD, TOYWORLD_WIDE)}
 
 # Pretraining captions; {c} colour, {s} shape, {size} small|large, {where} where the object is.
 CAPTION_TEMPLATES = (

@@ -2,7 +2,7 @@
 
 - 100-way over every colour-shape pair on clean pretraining-domain scenes (drawn with a fixed seed of its
   own, never used in training), split into the 70 seen and the 30 unseen pairs;
-- on the downstream test split (the scenes tools.toyworld writes for ``world_seed``): 25-way within the
+- on the downstream test split (the scenes tools.toyworld writes for ``world_seed``): 25-way (ToyWorld) within the
   base and within the new classes (what base-to-new zero-shot CLIP scores), and 50-way over all classes.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .dataset import render_split
 from .render import render_pretraining
-from .vocab import ALL_PAIRS, CLASS_NAMES, N_BASE_WORDS, is_unseen, pair_name
+from .vocab import ALL_PAIRS, TOYWORLD, is_unseen, pair_name
 
 PROMPT = "a photo of a {}."
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the PIXEL_MEAN / PIXEL_STD of the trainer configs
@@ -58,12 +58,13 @@ def pair_accuracy(model, per_pair=PER_PAIR):
     return {"seen": _percent(hits[~unseen]), "unseen": _percent(hits[unseen]), "all": _percent(hits)}
 
 
-def downstream_accuracy(model, world_seed=0, per_class=None):
-    """Accuracy (%) on the downstream test split: base and new (25-way each) and 50-way (all, base, new)."""
-    images, labels = render_split("test", world_seed, per_class)
+def downstream_accuracy(model, world_seed=0, per_class=None, variant=TOYWORLD):
+    """Accuracy (%) on the downstream test split: base and new (25-way each for ToyWorld) and over all classes
+    (all, base, new; keys *_50way, named after ToyWorld's 50 classes)."""
+    images, labels = render_split("test", world_seed, per_class, variant)
     features = image_features(model, images.float() / 255)
-    texts = text_features(model, CLASS_NAMES)
-    n_base = N_BASE_WORDS * N_BASE_WORDS
+    texts = text_features(model, variant.class_names)
+    n_base = len(variant.base)
     base = labels < n_base
     predicted_50 = (features @ texts.t()).argmax(dim=1)
     predicted_base = (features[base] @ texts[:n_base].t()).argmax(dim=1)
