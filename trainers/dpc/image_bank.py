@@ -102,9 +102,9 @@ class ImageBank:
     def image(self, index: int) -> Image.Image:
         return open_image(self.impaths[index], self._encoded(index))
 
-    def load(self, indices: Sequence[int]) -> torch.Tensor:
-        """Transformed images stacked into a batch [n, C, H, W] (empty list -> empty batch)."""
+    def load(self, indices: Sequence[int], device=None) -> torch.Tensor:
+        """Transformed images stacked into a batch [n, C, H, W] on ``device`` (empty list -> empty batch)."""
         images: List[torch.Tensor] = [self.transform(self.image(i)) for i in indices]
         if not images:
-            return torch.empty(0)
-        return torch.stack(images)
+            return torch.empty(0, device=device)
+        return torch.stack(images).to(device or "cpu")
