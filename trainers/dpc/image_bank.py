@@ -1,4 +1,5 @@
-"""Training images for hard negatives, read from disk once and decoded per draw.
+"""Training images for hard negatives, read from disk once and decoded per draw (the general path: any train
+transform; ``negatives.DecodedBank`` replaces it for the crop/flip/normalise transform of the configs).
 
 The encoded bytes of each drawn image stay in memory (least recently used first out beyond
 ``max_bytes``), so with the few-shot source no file is ever read twice; decoding and the random
