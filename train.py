@@ -101,6 +101,13 @@ def setup_cfg(args):
     return cfg
 
 
+def default_settings() -> dict:
+    """Every config key at its default (a key newer than a recorded run is unchanged at this value)."""
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    return run_dir.flat_settings(cfg)
+
+
 def versions() -> dict:
     """Python and package versions, plus this repository's commit when it is a git checkout."""
     from importlib import metadata
@@ -142,7 +149,8 @@ def main(args):
         raise run_dir.RunDirError("--force only redoes evaluations (--eval-only); to retrain, delete the run "
                                   f"directory {cfg.OUTPUT_DIR} or use another --output-dir")
     current = run_dir.fingerprint(cfg, args.eval_only, args.model_dir, args.load_epoch)
-    if not args.force and run_dir.previous_run(cfg.OUTPUT_DIR, current) == "finished":
+    defaults = default_settings()
+    if not args.force and run_dir.previous_run(cfg.OUTPUT_DIR, current, defaults) == "finished":
         print(f"[{cfg.TRAINER.NAME}] finished run with the same settings found in {cfg.OUTPUT_DIR} (skipped)")
         return
     load_components()
@@ -154,7 +162,7 @@ def main(args):
     with run_dir.exclusive(cfg.OUTPUT_DIR):
         if args.force:
             run_dir.forget_finished(cfg.OUTPUT_DIR)
-        previous = run_dir.previous_run(cfg.OUTPUT_DIR, current)  # again, now that the directory is ours
+        previous = run_dir.previous_run(cfg.OUTPUT_DIR, current, defaults)  # again, now that the directory is ours
         if previous == "finished":
             print(f"[{cfg.TRAINER.NAME}] finished run with the same settings found in {cfg.OUTPUT_DIR} (skipped)")
             return

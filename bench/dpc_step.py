@@ -1,34 +1,129 @@
-"""Benchmark: one DPC stage-2 step against the backbone's own step at the same images per step.
+"""Benchmark: the DPC stage-2 step against its backbone's step at equal images per step, per backbone.
 
-Builds real Dassl trainers (CoOp and DPC_CoOp) on a synthetic dataset with a small CLIP on the CPU,
-then times ``forward_backward`` on pre-loaded batches (the DataLoader is excluded for both):
-- the backbone: a batch of 32 images,
-- DPC: 4 anchors with K = 8, i.e. up to L = 32 image-class pairs (hard-negative mining, negative
-  image decoding and the transform included, as they run in the training process).
-Reports both times, their ratio, and the sampler's share of the DPC step (scoring the anchors with
-the stage-1 model, picking negatives, decoding their images). Targets: ratio <= 1.2, share <= 10%.
+For CoOp, MaPLe and PromptSRC: builds real Dassl trainers on a synthetic 100-class DTD (50 base classes,
+16 shots, JPEG photos of --photo size) with a randomly initialised ViT CLIP, trains nothing, and times
+``forward_backward`` on pre-loaded batches (the DataLoader is excluded for both):
+- DPC: 4 anchors, K = 8 (up to L = 32 image-class pairs; fewer when classes repeat), hard-negative mining,
+  negative images and their augmentation included, as they run in the training process;
+- the backbone: a batch of L images (L = DPC's mean number of pairs), and of 32 images.
+The DPC step runs twice: with the decoded store (``DecodedBank``, the default) and with the per-draw PIL
+path (``ImageBank``, what ran before). Blocks of steps are interleaved (backbone, DPC, DPC-PIL, backbone, ...)
+so that load from other processes hits all of them alike. Reported per trainer: ms per step, images per
+second, the shares of the step spent in the sampler (stage-1 scoring, choosing, negatives) and in the
+negative pipeline alone, and memory: the activations one step keeps for its backward pass (tensors saved by
+autograd, storages counted once; the part of a step's peak that grows with the images), on CUDA also the
+step's peak allocation over what was allocated before (torch.cuda.max_memory_allocated).
+Targets: DPC step <= 1.2x the backbone's at equal L, negative pipeline <= 10% of the step.
 
-    python bench/dpc_step.py [--classes 100] [--steps 20] [--width 256] [--layers 6] [--json out.json]
+    python bench/dpc_step.py                                  # CPU, width 256, 6 layers, 224 px, 1 thread
+    python bench/dpc_step.py --device cuda --size vit-b16     # real-size ViT-B/16 shapes (random weights)
+    python bench/dpc_step.py --backbones CoOp --json out.json
 """
 import argparse
 import contextlib
+import gc
+import glob
 import io
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 
 import torch
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from dassl.data.transforms import build_transform  # noqa: E402
 from dassl.utils import set_random_seed  # noqa: E402
 
 import train  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
+from trainers.dpc.image_bank import ImageBank  # noqa: E402
+
+CONFIGS = {  # stage 1 (batch 32), stage 2 (batch 4, K 8), the config node, prompt-depth keys
+    "CoOp": ("configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml",
+             "configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_lr35_top8.yaml", []),
+    "MaPLe": ("configs/trainers/MaPLe/vit_b16_c2_ep20_batch32_2ctx.yaml",
+              "configs/trainers/DPC/MaPLe/vit_b16_c2_ep20_batch4_2ctx_top8.yaml", ["TRAINER.MAPLE.PROMPT_DEPTH"]),
+    "PromptSRC": ("configs/trainers/PromptSRC/vit_b16_c2_ep20_batch32_4+4ctx.yaml",
+                  "configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml",
+                  ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT"]),
+}
+SIZES = {"small": dict(width=256, layers=6, patch_size=32), "vit-b16": dict(width=768, layers=12, patch_size=16)}
+
+
+# ---------------------------------------------------------------- measuring
+class Meter:
+    """Synchronised wall time and peak memory of a block of steps on ``device``."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def start(self):
+        self.sync()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        self.t0 = time.perf_counter()
+
+    def stop(self):
+        self.sync()
+        seconds = time.perf_counter() - self.t0
+        peak = torch.cuda.max_memory_allocated() - self.base if self.device.type == "cuda" else 0
+        return seconds, peak
+
+
+def saved_activations(trainer, batch) -> int:
+    """Bytes autograd keeps for the backward pass of one ``forward_backward`` (distinct storages)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        trainer.forward_backward(batch)
+    return sum(storages.values())
+
+
+class Timed:
+    """Wraps ``obj.method``: total synchronised seconds of its calls."""
+
+    def __init__(self, obj, method, meter):
+        self.seconds, self.calls = 0.0, []
+        call = getattr(obj, method)
+
+        def timed(*args, **kwargs):
+            meter.sync()
+            t0 = time.perf_counter()
+            out = call(*args, **kwargs)
+            meter.sync()
+            self.seconds += time.perf_counter() - t0
+            self.calls.append(out)
+            return out
+
+        setattr(obj, method, timed)
+
+
+# ---------------------------------------------------------------- setup
+def write_photos(data_root, classes, photo):
+    """A synthetic DTD whose JPEGs are ``photo`` (W, H) in size (cropped from square noisy images)."""
+    w, h = photo
+    make_dataset(data_root, "dtd", n_classes=classes, train_per_class=16, val_per_class=1, test_per_class=1,
+                 image_size=max(w, h))
+    for path in glob.glob(os.path.join(data_root, "**", "*.jpg"), recursive=True):
+        with Image.open(path) as img:
+            img = img.convert("RGB").crop((0, 0, w, h))
+        img.save(path, quality=90)
 
 
 def make_trainer(work, trainer, config, batch, opts):
@@ -54,83 +149,176 @@ def batches(trainer, n):
     return out
 
 
-def time_steps(trainer, data, warmup=3):
+def run_steps(trainer, data, meter):
     trainer.set_model_mode("train")
-    trainer.num_batches, trainer.batch_idx = 10 ** 9, 0  # never reaches the per-epoch LR update
-    for batch in data[:warmup]:
+    trainer.num_batches, trainer.batch_idx = 10 ** 9, 0  # never reaches the per-epoch work
+    meter.start()
+    for batch in data:
         trainer.forward_backward(batch)
-    start = time.perf_counter()
-    for batch in data[warmup:]:
-        trainer.forward_backward(batch)
-    return (time.perf_counter() - start) / (len(data) - warmup)
+    return meter.stop()
+
+
+# ---------------------------------------------------------------- one backbone
+def bench_backbone(work, name, a, opts):
+    config1, config2, depth_keys = CONFIGS[name]
+    depth = [x for key in depth_keys for x in (key, str(min(9, SIZES[a.size]["layers"])))]
+    meter = Meter(a.device)
+    steps = a.steps
+
+    backbone = make_trainer(work, name, config1, 32, opts + depth)
+    backbone.save_model(0, os.path.join(work, name))
+    dpc = make_trainer(work, f"DPC_{name}", config2, 4,
+                       opts + depth + ["DPC.STAGE1_DIR", os.path.join(work, name), "DPC.STAGE1_EPOCH", "1"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        dpc.before_train()
+    decoded = dpc.dpc_bank
+    t0 = time.perf_counter()
+    decoded.wait_prefilled()
+    prefill_s = time.perf_counter() - t0
+    pil = ImageBank(decoded.impaths, build_transform(dpc.cfg, is_train=True)) if a.pil else None
+    if pil is not None:  # its encoded bytes in memory, as in training after the first epoch
+        for i in range(len(pil)):
+            pil._encoded(i)
+    sampler = Timed(dpc, "dpc_batch", meter)
+    negs = {}
+    for label, bank in (("decoded", decoded), ("pil", pil)):
+        if bank is not None:
+            negs[label] = Timed(bank, "load", meter)
+
+    dpc_data = batches(dpc, steps * a.rounds + a.warmup)
+    big = batches(backbone, steps * a.rounds + a.warmup)
+    dpc.dpc_bank = decoded
+    run_steps(dpc, dpc_data[:a.warmup], meter)  # warm-up, and the pair count L
+    pairs = [len(out[1]) for out in sampler.calls]
+    n = round(sum(pairs) / len(pairs))
+    equal = [{k: v[:n] for k, v in b.items()} for b in big]
+    run_steps(backbone, equal[:a.warmup], meter)
+    run_steps(backbone, big[:a.warmup], meter)
+
+    rows = {key: {"seconds": [], "peak": [], "sampler": 0.0, "negatives": 0.0, "pairs": []}
+            for key in ("backbone_L", "backbone_32", "dpc", "dpc_pil")}
+    saved = {"backbone_L": saved_activations(backbone, equal[0]), "backbone_32": saved_activations(backbone, big[0]),
+             "dpc": saved_activations(dpc, dpc_data[0])}
+    for r in range(a.rounds):  # interleaved blocks of steps
+        part = slice(a.warmup + r * steps, a.warmup + (r + 1) * steps)
+        for key in rows:
+            if key == "dpc_pil" and pil is None:
+                continue
+            if key.startswith("backbone"):
+                secs, peak = run_steps(backbone, (equal if key == "backbone_L" else big)[part], meter)
+            else:
+                bank = decoded if key == "dpc" else pil
+                timer = negs["decoded" if key == "dpc" else "pil"]
+                dpc.dpc_bank = bank
+                s0, n0, c0 = sampler.seconds, timer.seconds, len(sampler.calls)
+                secs, peak = run_steps(dpc, dpc_data[part], meter)
+                rows[key]["sampler"] += sampler.seconds - s0
+                rows[key]["negatives"] += timer.seconds - n0
+                rows[key]["pairs"] += [len(out[1]) for out in sampler.calls[c0:]]
+            rows[key]["seconds"].append(secs / steps)
+            rows[key]["peak"].append(peak)
+    dpc.dpc_bank = decoded
+    dpc.close_writer()
+    backbone.close_writer()
+
+    result = {"trainer": name, "L": n, "rounds": a.rounds, "steps_per_round": steps,
+              "prefill_s": round(prefill_s, 2), "store_MiB": round(decoded.stored_bytes / 2 ** 20, 1),
+              "store_images": len(decoded._store)}
+    for key, row in rows.items():
+        if not row["seconds"]:
+            continue
+        step = statistics.median(row["seconds"])
+        images = n if key in ("backbone_L",) else 32 if key == "backbone_32" else statistics.mean(row["pairs"])
+        entry = {"step_ms": round(step * 1000, 1), "img_per_s": round(images / step, 1),
+                 "step_ms_min": round(min(row["seconds"]) * 1000, 1),
+                 "step_ms_rounds": [round(s * 1000, 1) for s in row["seconds"]],
+                 "saved_activations_MiB": round(saved[key] / 2 ** 20, 1) if key in saved else None}
+        if meter.device.type == "cuda":
+            entry["cuda_peak_MiB"] = round(max(row["peak"]) / 2 ** 20, 1)
+        if key.startswith("dpc"):
+            total = sum(row["seconds"]) * steps
+            entry.update(sampler_share=round(row["sampler"] / total, 3), negatives_share=round(row["negatives"] / total, 3),
+                         negatives_ms=round(row["negatives"] / (steps * a.rounds) * 1000, 2),
+                         mean_L=round(statistics.mean(row["pairs"]), 1))
+        result[key] = entry
+    for key in ("dpc", "dpc_pil"):  # medians over blocks, and the fastest blocks (least disturbed by other load)
+        if key in result:
+            result[f"ratio_equal_L_{key}"] = round(result[key]["step_ms"] / result["backbone_L"]["step_ms"], 3)
+            result[f"ratio_equal_L_{key}_min"] = round(result[key]["step_ms_min"] / result["backbone_L"]["step_ms_min"], 3)
+    del backbone, dpc, decoded, pil, dpc_data, big, equal
+    gc.collect()
+    return result
+
+
+def print_table(results):
+    print(f"\n{'trainer':<16}{'images':>7}{'ms/step':>9}{'img/s':>8}{'xbackbone':>10}{'(min)':>7}{'sampler':>9}{'negatives':>11}{'saved MiB':>10}"
+          f"{'CUDA peak':>10}")
+    for r in results:
+        base = r["backbone_L"]["step_ms"]
+        for key, label, images in (("backbone_32", r["trainer"], "32"), ("backbone_L", r["trainer"], str(r["L"])),
+                                   ("dpc", f"DPC_{r['trainer']}", f"{r['dpc']['mean_L']}"),
+                                   ("dpc_pil", f"DPC_{r['trainer']} PIL", None)):
+            e = r.get(key)
+            if e is None:
+                continue
+            images = images or f"{e['mean_L']}"
+            shares = (f"{e['sampler_share'] * 100:8.1f}%{e['negatives_share'] * 100:10.1f}%" if "sampler_share" in e
+                      else f"{'':9}{'':11}")
+            ratio_min = e["step_ms_min"] / r["backbone_L"]["step_ms_min"]
+            print(f"{label:<16}{images:>7}{e['step_ms']:>9.1f}{e['img_per_s']:>8.1f}{e['step_ms'] / base:>10.2f}"
+                  f"{ratio_min:>7.2f}"
+                  f"{shares}{e['saved_activations_MiB'] or '':>10}{e.get('cuda_peak_MiB', ''):>10}")
+    print("ms/step: median over the blocks; xbackbone: step time over the backbone's at DPC's L images (target DPC "
+          "<= 1.2), (min): the same with each trainer's fastest block; sampler: stage-1 "
+          "scoring + choice + negatives; negatives: the negative pipeline alone (target <= 10%); saved: activations kept "
+          "for backward (MiB)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--size", default="small", choices=list(SIZES), help="CLIP shapes (random weights)")
+    parser.add_argument("--prec", default="fp32", choices=["fp32", "fp16", "amp"], help="TRAINER.<X>.PREC (CUDA)")
     parser.add_argument("--classes", type=int, default=100, help="dataset classes (half are base classes)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--photo", default="500x375", help="JPEG size WxH")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5, help="steps per block")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved blocks per trainer")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
+    parser.add_argument("--no-pil", dest="pil", action="store_false", help="skip the per-draw PIL comparison")
     parser.add_argument("--json", help="also write the figures to this file")
     a = parser.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda, but torch sees no CUDA device; run on a GPU machine or use --device cpu")
     torch.set_num_threads(a.threads)
-
+    photo = tuple(int(x) for x in a.photo.lower().split("x"))
+    shape = SIZES[a.size]
+    results = []
     with tempfile.TemporaryDirectory() as work:
-        print(f"writing a synthetic dataset ({a.classes} classes, {a.image_size}px) and a small CLIP ...")
-        make_dataset(os.path.join(work, "data"), "dtd", n_classes=a.classes, train_per_class=16,
-                     val_per_class=1, test_per_class=1, image_size=a.image_size)
-        clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), layers=a.layers, width=a.width,
-                                   embed_dim=a.width, image_size=a.image_size, patch_size=32)
+        print(f"writing a synthetic dataset ({a.classes} classes, {photo[0]}x{photo[1]} JPEGs) and a "
+              f"{a.size} CLIP ...")
+        write_photos(os.path.join(work, "data"), a.classes, photo)
+        clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), layers=shape["layers"], width=shape["width"],
+                                   embed_dim=512 if a.size == "vit-b16" else shape["width"],
+                                   image_size=a.image_size, patch_size=shape["patch_size"])
         opts = ["MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", clip_file,
-                "INPUT.SIZE", f"({a.image_size},{a.image_size})"]
-
-        coop = make_trainer(work, "CoOp", "configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml", 32, opts)
-        coop_batches = batches(coop, a.steps + 3)
-        coop_time = time_steps(coop, coop_batches)
-        coop.save_model(0, os.path.join(work, "CoOp"))
-
-        dpc = make_trainer(work, "DPC_CoOp", "configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_lr35_top8.yaml", 4,
-                           opts + ["DPC.STAGE1_DIR", os.path.join(work, "CoOp"), "DPC.STAGE1_EPOCH", "1"])
-        with contextlib.redirect_stdout(io.StringIO()):
-            dpc.before_train()
-        sampler_time, pairs = [0.0], []
-        mine = dpc.dpc_batch
-
-        def timed_batch(images, labels):
-            start = time.perf_counter()
-            out = mine(images, labels)
-            sampler_time[0] += time.perf_counter() - start
-            pairs.append(len(out[1]))  # (negatives, pair labels, anchor features)
-            return out
-
-        dpc.dpc_batch = timed_batch
-        data = batches(dpc, a.steps + 3)
-        dpc_time = time_steps(dpc, data)
-        measured = pairs[3:]
-        share = sampler_time[0] / len(pairs) / dpc_time
-        dpc.close_writer()
-        # the backbone at DPC's actual number of pairs (hard negatives of a batch overlap, so L < 32)
-        n = round(sum(measured) / len(measured))
-        coop_equal_time = time_steps(coop, [{k: v[:n] for k, v in b.items()} for b in coop_batches])
-
-    result = {
-        "classes_base": a.classes // 2, "clip": f"ViT width {a.width}, {a.layers} layers, {a.image_size}px/32",
-        "threads": a.threads, "backbone_step_s": round(coop_time, 4), "dpc_step_s": round(dpc_time, 4),
-        "ratio": round(dpc_time / coop_time, 3), "sampler_share": round(share, 3),
-        "backbone_step_equal_L_s": round(coop_equal_time, 4), "ratio_equal_L": round(dpc_time / coop_equal_time, 3),
-        "mean_pairs_L": round(sum(measured) / len(measured), 1),
-    }
-    print(f"CoOp step (32 images):            {coop_time * 1000:8.1f} ms")
-    print(f"DPC_CoOp step (4 anchors, K=8):    {dpc_time * 1000:8.1f} ms  (L = {result['mean_pairs_L']} pairs on average)")
-    print(f"CoOp step ({n} images = DPC's L):    {coop_equal_time * 1000:8.1f} ms")
-    print(f"ratio DPC / backbone (32 images):  {result['ratio']:8.3f}   (target <= 1.2)")
-    print(f"ratio DPC / backbone (equal L):    {result['ratio_equal_L']:8.3f}")
-    print(f"sampler share of the DPC step:     {share * 100:8.1f} %  (target <= 10%)")
+                "INPUT.SIZE", f"({a.image_size},{a.image_size})", "USE_CUDA", str(a.device == "cuda")]
+        for name in a.backbones:
+            key = {"CoOp": "COOP", "MaPLe": "MAPLE", "PromptSRC": "PROMPTSRC"}[name]
+            print(f"{name} ...", flush=True)
+            results.append(bench_backbone(work, name, a, opts + [f"TRAINER.{key}.PREC", a.prec]))
+    load = os.getloadavg()
+    meta = {"device": torch.cuda.get_device_name() if a.device == "cuda" else f"CPU ({os.cpu_count()} cores)",
+            "threads": a.threads, "size": a.size, "clip": shape, "image_size": a.image_size, "photo": a.photo,
+            "prec": a.prec, "load_after": [round(x, 2) for x in load]}
+    print(f"\n{meta['device']}, {a.threads} thread(s), CLIP {a.size} {shape}, {a.image_size} px, photos {a.photo}, "
+          f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print_table(results)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump({"meta": meta, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

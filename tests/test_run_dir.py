@@ -121,6 +121,14 @@ def test_previous_runs_are_reused_or_resumed_only_with_the_same_settings(tmp_pat
     with pytest.raises(run_dir.RunDirError, match="finished run with other settings:\n"
                        "  DPC.TOPK: 8 -> 3\n  OPTIM.MAX_EPOCH: 20 -> 5\nUse another --output-dir"):
         run_dir.previous_run(str(tmp_path), {"OPTIM.MAX_EPOCH": 5, "DPC.TOPK": 3})
+    # a key added to the code since the run was recorded: unchanged at its default, a change otherwise
+    newer = dict(values, **{"DPC.NEGATIVES": "hard"})
+    assert run_dir.previous_run(str(tmp_path), newer, defaults={"DPC.NEGATIVES": "hard"}) == "finished"
+    with pytest.raises(run_dir.RunDirError, match="DPC.NEGATIVES: '<absent>' -> 'random'"):
+        run_dir.previous_run(str(tmp_path), dict(values, **{"DPC.NEGATIVES": "random"}),
+                             defaults={"DPC.NEGATIVES": "hard"})
+    with pytest.raises(run_dir.RunDirError, match="DPC.NEGATIVES"):
+        run_dir.previous_run(str(tmp_path), newer)  # no defaults given: any new key is a change
     os.remove(tmp_path / "fingerprint.json")
     with pytest.raises(run_dir.RunDirError, match="without fingerprint.json"):
         run_dir.previous_run(str(tmp_path), values)

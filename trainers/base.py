@@ -52,7 +52,8 @@ class PromptTrainer(TrainerX):
         self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
-        self.scaler = torch.cuda.amp.GradScaler() if self.prec == "amp" else None
+        # amp: fp32 weights, autocast forward, loss scaling (torch.amp's scaler; torch.cuda.amp's is deprecated)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -76,7 +77,7 @@ class PromptTrainer(TrainerX):
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
         if self.scaler is not None:
-            with torch.autocast("cuda"):
+            with torch.autocast(images.device.type):  # fp16 on CUDA (bfloat16 where a test simulates it on CPU)
                 loss, logged = self.compute_loss(images, labels)
             self.optim.zero_grad()
             self.scaler.scale(loss).backward()

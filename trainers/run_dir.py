@@ -6,9 +6,11 @@
 - ``fingerprint(cfg, ...)``: the resolved config after every override, minus where outputs and logs
   go, plus the content hash of the checkpoints the run starts from (DPC's stage 1, an evaluated
   model). Written to ``<dir>/fingerprint.json`` when a run starts.
-- ``previous_run(directory, fingerprint)``: what the directory already holds. A finished run is reused
-  only with an identical fingerprint, an interrupted one is resumed only with an identical
-  fingerprint; anything else is refused with the keys that differ.
+- ``previous_run(directory, fingerprint, defaults)``: what the directory already holds. A finished run is
+  reused only with an identical fingerprint, an interrupted one is resumed only with an identical
+  fingerprint; anything else is refused with the keys that differ. A config key added to the code after
+  the run was recorded counts as unchanged at its default value (``defaults``: ``flat_settings`` of the
+  default config), since a new key's default keeps the behaviour the run had.
 """
 from __future__ import annotations
 
@@ -120,11 +122,15 @@ def _saved_models(directory: str, epoch) -> dict:
     return found
 
 
+def flat_settings(cfg) -> dict:
+    """The config as a flat ``{dotted key: value}`` dict, without the keys in ``NOT_RESULTS``."""
+    return _flatten(json.loads(json.dumps(cfg, default=str)))
+
+
 def fingerprint(cfg, eval_only: bool = False, model_dir: str = "", load_epoch=None) -> dict:
     """Everything that determines a run's result, as a flat ``{key: value}`` dict."""
     ignored = tuple(unread_sections(cfg))
-    values = {key: value for key, value in _flatten(json.loads(json.dumps(cfg, default=str))).items()
-              if not key.startswith(ignored)}
+    values = {key: value for key, value in flat_settings(cfg).items() if not key.startswith(ignored)}
     values["eval_only"] = bool(eval_only)
     stage1 = cfg.get("DPC", {}).get("STAGE1_DIR", "") if "DPC." not in ignored else ""
     if stage1:
@@ -141,17 +147,20 @@ def fingerprint(cfg, eval_only: bool = False, model_dir: str = "", load_epoch=No
     return values
 
 
-def differences(old: dict, new: dict) -> list:
+def differences(old: dict, new: dict, defaults: dict | None = None) -> list:
+    """What changed from ``old`` to ``new``; a key ``old`` lacks is unchanged at its value in ``defaults``."""
+    defaults = defaults or {}
     keys = sorted(set(old) | set(new))
-    return [f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
-            for key in keys if old.get(key, "<absent>") != new.get(key, "<absent>")]
+    return [f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}" for key in keys
+            if old.get(key, "<absent>") != new.get(key, "<absent>")
+            and not (key not in old and key in defaults and new.get(key) == defaults[key])]
 
 
 def _has_checkpoint(directory: str) -> bool:
     return bool(glob.glob(os.path.join(directory, "*", "checkpoint")))
 
 
-def previous_run(directory: str, current: dict) -> str:
+def previous_run(directory: str, current: dict, defaults: dict | None = None) -> str:
     """``new``, ``finished`` (same settings) or ``interrupted`` (same settings); raises otherwise."""
     recorded_path = os.path.join(directory, FINGERPRINT_FILE)
     finished = os.path.isfile(os.path.join(directory, DONE_FILE))
@@ -164,7 +173,7 @@ def previous_run(directory: str, current: dict) -> str:
                           "its settings cannot be compared: delete the directory or use another --output-dir.")
     with open(recorded_path) as f:
         recorded = json.load(f)
-    changed = differences(recorded, current)
+    changed = differences(recorded, current, defaults)
     if changed:
         shown = "\n  ".join(changed[:20]) + ("\n  ..." if len(changed) > 20 else "")
         raise RunDirError(f"{directory} holds {what} with other settings:\n  {shown}\n"

@@ -1,7 +1,8 @@
 """DPC (Dual-Prompt Collaboration, CVPR 2025) as a plug-in for Dassl prompt-learning trainers.
 
 Pure parts (no Dassl): ``decoupling`` (Weighting-Decoupling), ``sampler`` (dynamic hard negatives),
-``loss`` (Feature Filtering + symmetric InfoNCE), ``image_bank``, ``checkpoint``, ``config``.
+``loss`` (Feature Filtering + symmetric InfoNCE), ``image_bank`` and ``negatives`` (negative images),
+``checkpoint``, ``config``.
 ``DPCMixin`` (in ``mixin``, needs Dassl) turns a backbone trainer into its DPC version.
 """
 from .config import add_dpc_config

@@ -17,6 +17,8 @@ def add_dpc_config(cfg) -> None:
     # hard: the stage-1 model's top-K classes (the paper) | random: K-1 base classes drawn uniformly (a control)
     cfg.DPC.NEGATIVES = "hard"
     cfg.DPC.NEG_SOURCE = "few-shot"  # where negative images come from: few-shot | full-train
+    cfg.DPC.NEG_STORE_GB = 6.0  # cap of the decoded negative images kept in memory (uint8; least recently used out)
+    cfg.DPC.NEG_PREFILL = True  # decode the negative pool in a background thread before it is drawn from
     cfg.DPC.UPDATE = "release"  # release: P' trained directly, gradient x 1/w_b (the published numbers) | frozen: P' = P + (M-P)/w_b
     cfg.DPC.BASE_PROMPT = "parallel"  # base-class prompt: parallel (P', the release) | mixed (w_b P' + (1-w_b) P, paper-literal)
     # hard-negatives: the Dynamic Hard Negative Optimizer (L_CL over anchors + mined negatives) | cross-entropy: the

@@ -1,4 +1,5 @@
-"""Training images for hard negatives, read from disk once and decoded per draw.
+"""Training images for hard negatives, read from disk once and decoded per draw (the general path: any train
+transform; ``negatives.DecodedBank`` replaces it for the crop/flip/normalise transform of the configs).
 
 The encoded bytes of each drawn image stay in memory (least recently used first out beyond
 ``max_bytes``), so with the few-shot source no file is ever read twice; decoding and the random
@@ -102,9 +103,9 @@ class ImageBank:
     def image(self, index: int) -> Image.Image:
         return open_image(self.impaths[index], self._encoded(index))
 
-    def load(self, indices: Sequence[int]) -> torch.Tensor:
-        """Transformed images stacked into a batch [n, C, H, W] (empty list -> empty batch)."""
+    def load(self, indices: Sequence[int], device=None) -> torch.Tensor:
+        """Transformed images stacked into a batch [n, C, H, W] on ``device`` (empty list -> empty batch)."""
         images: List[torch.Tensor] = [self.transform(self.image(i)) for i in indices]
         if not images:
-            return torch.empty(0)
-        return torch.stack(images)
+            return torch.empty(0, device=device)
+        return torch.stack(images).to(device or "cpu")
