@@ -15,8 +15,8 @@ The result is an fp16 state dict, as OpenAI's weights, loaded by ``trainers.clip
 accuracies (tools/toyworld/zero_shot.py) and the run's settings go to ``<OUT>.json``.
 
 Deterministic: the model is initialised from ``--seed`` and every scene and caption is drawn from one
-generator seeded by it, on one thread; the same seed on the same machine and thread count gives the same
-weights. Files are written to a temporary name and renamed, so an interrupted run leaves nothing behind.
+generator seeded by it, on one torch thread (``--threads``); the same seed and thread count on the same kind
+of CPU gives the same weights. Files are written to a temporary name and renamed, so an interrupted run leaves nothing behind.
 The cache is ``$DPC_TOYWORLD_CLIP`` or ``~/.cache/dpc/toyworld-clip-v<VERSION>.pt``; it is trained once.
 """
 from __future__ import annotations
@@ -61,6 +61,9 @@ class Recipe:
     warmup: int = 100  # steps of linear warm-up, then cosine decay to 0
     weight_decay: float = 0.1  # on weight matrices only
     seed: int = 0
+    # torch threads while training: float sums depend on how work is split, so the weights depend on it; one
+    # thread gives the same weights on any machine of the same CPU kind, whatever its core count
+    threads: int = 1
 
 
 def default_cache_path() -> Path:
@@ -189,13 +192,17 @@ def pretrain(out, recipe: Recipe = Recipe(), progress: bool = True, per_pair: in
     ``per_pair`` and ``test_per_class`` size the zero-shot tests (defaults: 20 scenes per pair, the whole
     downstream test split)."""
     out = Path(out).expanduser()
-    threads = torch.get_num_threads()
-    start = time.time()
-    model = train(recipe, progress)
-    seconds = round(time.time() - start, 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        start = time.time()
+        model = train(recipe, progress)
+        seconds = round(time.time() - start, 1)
+    finally:
+        torch.set_num_threads(before)
     report = {
         "version": VERSION, "world_generator_version": GENERATOR_VERSION, **asdict(recipe),
-        "train_seconds": seconds, "torch_threads": threads, "architecture": ARCHITECTURE,
+        "train_seconds": seconds, "architecture": ARCHITECTURE,
         "parameters": sum(p.numel() for p in model.parameters()),
         "unseen_pairs": [pair_name(p) for p in UNSEEN_PAIRS], "prompt": PROMPT,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -212,7 +219,7 @@ def ensure_pretrained(path=None, progress: bool = True) -> str:
     """Path of the pretrained toy CLIP (``path``, else ``$DPC_TOYWORLD_CLIP``, else the cache), trained if absent."""
     path = Path(path).expanduser() if path else default_cache_path()
     if not path.is_file():
-        print(f"No pretrained toy CLIP at {path}: pretraining it once (about 5-10 minutes on 2 CPU cores)")
+        print(f"No pretrained toy CLIP at {path}: pretraining it once (about 8-10 minutes on one CPU thread)")
         print(summary(pretrain(path, progress=progress)))
     return str(path)
 
@@ -235,15 +242,15 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=defaults.batch)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (default: torch's choice; 1 is faster on a machine busy with other work)")
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="torch threads while training (default 1: the same weights whatever the core count)")
     args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    recipe = Recipe(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    recipe = Recipe(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads)
     if args.out is None:
         if recipe != defaults:
-            parser.error("--steps/--batch/--lr/--seed need OUT (the cache always holds the default recipe)")
+            parser.error("--steps/--batch/--lr/--seed/--threads need OUT (the cache always holds the default recipe)")
         print(ensure_pretrained())
         return
     if args.steps < 1 or args.batch < 2:

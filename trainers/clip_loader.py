@@ -16,6 +16,7 @@ published shapes); ``MODEL.BACKBONE.NAME custom`` loads any CLIP file given by `
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
@@ -148,7 +149,9 @@ def _damaged(file, problem: str) -> CLIPWeightsError:
 def read_state_dict(file: str | os.PathLike) -> dict:
     """State dict from a JIT archive (OpenAI's release format) or a plain torch.save file."""
     try:
-        archive = torch.jit.load(str(file), map_location="cpu")
+        with warnings.catch_warnings():  # torch's deprecation notice for jit.load: OpenAI's files are JIT archives
+            warnings.simplefilter("ignore", FutureWarning)
+            archive = torch.jit.load(str(file), map_location="cpu")
         return archive.state_dict()
     except (RuntimeError, ValueError):
         pass
