@@ -2,7 +2,7 @@
 
     python -m tools.demo [--backbone coop] [--seeds 1 2 3] [--root output/demo] [--workers 2]
 
-1. writes the ToyWorld dataset (seconds) and pretrains the toy CLIP unless it is cached (~10 min, once);
+1. writes the ToyWorld dataset (seconds) and pretrains the toy CLIP unless it is cached (~9 min on one thread, once);
 2. runs ``scripts/dpc/base2new_train.sh toyworld SEED BACKBONE`` per seed (stage 1, DPC stage 2, base and new
    tests; finished runs are reused), ``--workers`` at a time, one thread each;
 3. evaluates every stage-1 epoch on the base and new classes (tools/epoch_curve.py, a job per seed);
