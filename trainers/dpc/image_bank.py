@@ -47,6 +47,15 @@ def open_image(path: str, data: Optional[bytes] = None) -> Image.Image:
         raise ImageFileError(f"cannot read image {path} ({error_summary(err)}). {IMAGE_HINT}") from err
 
 
+def read_negative(path: str) -> bytes:
+    """The encoded bytes of a negative image; a file that cannot be read is an error naming it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise ImageFileError(f"cannot read negative image {path} ({error_summary(err)}). {IMAGE_HINT}") from err
+
+
 def image_problem(path: str) -> Optional[str]:
     """Why ``path`` is not a readable image, or None; cheap for intact files.
 
@@ -87,12 +96,7 @@ class ImageBank:
         if data is not None:
             self._bytes.move_to_end(index)
             return data
-        path = self.impaths[index]
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as err:
-            raise ImageFileError(f"cannot read negative image {path} ({error_summary(err)}). {IMAGE_HINT}") from err
+        data = read_negative(self.impaths[index])
         self._bytes[index] = data
         self._size += len(data)
         while self._size > self.max_bytes and len(self._bytes) > 1:

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from .files import error_summary
-from .image_bank import IMAGE_HINT, ImageBank, ImageFileError, open_image
+from .image_bank import ImageBank, ImageFileError, open_image, read_negative
 
 DEFAULT_STORE_BYTES = 6 << 30  # ImageNet's few-shot base pool (500 x 16 images of ~500x375) takes ~4.2 GiB
 _MODES = {T.InterpolationMode.BICUBIC: "bicubic", T.InterpolationMode.BILINEAR: "bilinear"}
@@ -159,12 +158,7 @@ class DecodedBank:
     # ------------------------------------------------------------ store
     def _decode(self, index: int) -> Tuple[torch.Tensor, int, int]:
         path = self.impaths[index]
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as err:
-            raise ImageFileError(f"cannot read negative image {path} ({error_summary(err)}). {IMAGE_HINT}") from err
-        img = open_image(path, data)
+        img = open_image(path, read_negative(path))
         width, height = img.size
         if width * height > self.max_pixels:  # keep the aspect, shrink to the pixel budget
             factor = math.sqrt(self.max_pixels / (width * height))
