@@ -41,8 +41,7 @@ CLASSES_PER_SIDE = N_BASE_WORDS * N_BASE_WORDS  # 25 base and 25 new classes
 
 @functools.lru_cache(maxsize=None)
 def config_name(trainer: str) -> str:
-    """The default config stem scripts/lib.sh uses for ``trainer``."""
-
+    """The default config stem scripts/lib.sh uses for ``trainer`` (lib.sh is the one place that names them)."""
     out = subprocess.run(["bash", "-c", f'source scripts/lib.sh && default_config "{trainer}"'], cwd=ROOT,
                          capture_output=True, text=True, check=True, env=dict(os.environ, DATA_ROOT=ROOT))
     return os.path.basename(out.stdout.strip())[: -len(".yaml")]
