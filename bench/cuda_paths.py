@@ -1,6 +1,7 @@
 """Check the fp16 and amp code paths of every backbone and its DPC version; prints a pass/fail table.
 
-For each backbone (CoOp, MaPLe, PromptSRC), precision (fp16, amp) and stage (the backbone = stage 1, then
+For each backbone (CoOp, MaPLe, PromptSRC, PromptKD, CoCoOp, KgCoOp, IVLP; PromptKD distils from the PromptSRC
+run of the same precision), precision (fp16, amp) and stage (the backbone = stage 1, then
 its DPC version = stage 2 from that run), on real Dassl trainers with a randomly initialised CLIP on a
 synthetic EuroSAT:
 - train: two epochs; every loss finite; prompts in the precision's dtype (fp16: float16, amp: float32 with
@@ -13,7 +14,7 @@ synthetic EuroSAT:
 
     python bench/cuda_paths.py                          # needs CUDA; tiny CLIP (width 64, 4 layers, 32 px)
     python bench/cuda_paths.py --size vit-b16           # real-size ViT-B/16 shapes (random weights), 224 px
-    python bench/cuda_paths.py --simulate-on-cpu        # the same checks on the CPU (fp16 kernels and a bfloat16
+    python bench/cuda_paths.py --simulate-on-cpu        # the same checks on the CPU (fp16 kernels and a float16
                                                         # autocast with torch.amp's CPU scaler); no GPU needed
 Exit status 0 when every check passes, 1 otherwise, 2 when CUDA is missing.
 """
@@ -42,6 +43,16 @@ BACKBONES = {  # stage-1 config, stage-2 config, options that keep a tiny run sm
                   "configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml", "PROMPTSRC",
                   ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3",
                    "TRAINER.PROMPTSRC.GPA_MEAN", "1", "TRAINER.PROMPTSRC.GPA_STD", "1"]),
+    "PromptKD": ("configs/trainers/PromptKD/vit_b16_c2_ep20_batch32_4+4ctx.yaml",
+                 "configs/trainers/DPC/PromptKD/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml", "PROMPTKD",
+                 ["TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", "3"]),  # + its teacher: see teacher_options
+    "CoCoOp": ("configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
+               "configs/trainers/DPC/CoCoOp/vit_b16_c4_ep10_batch4_ctxv1_top8.yaml", "COCOOP", []),
+    "KgCoOp": ("configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
+               "configs/trainers/DPC/KgCoOp/vit_b16_ep100_batch4_ctxv1_top8.yaml", "KGCOOP", []),
+    "IVLP": ("configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml",
+             "configs/trainers/DPC/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_top8.yaml", "IVLP",
+             ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", "3"]),
 }
 SIZES = {"tiny": dict(layers=4, width=64, embed_dim=64, image_size=32, patch_size=8),
          "vit-b16": dict(layers=12, width=768, embed_dim=512, image_size=224, patch_size=16)}
@@ -65,7 +76,8 @@ def silenced(quiet=True):
 @contextlib.contextmanager
 def precision_on_cpu():
     """Let fp16 and amp run on the CPU (they fall back to fp32 off CUDA): fp16 weights run with the CPU's fp16
-    kernels, amp autocasts to bfloat16 with torch.amp's CPU grad scaler."""
+    kernels, amp autocasts to float16 as on CUDA (the CPU's default is bfloat16, which cannot meet fp16 weights
+    such as PromptKD's frozen teacher) with torch.amp's CPU grad scaler."""
     import trainers.base
     import trainers.clip_loader
 
@@ -75,11 +87,14 @@ def precision_on_cpu():
         return prec
 
     saved = trainers.base.effective_precision, trainers.clip_loader.effective_precision
+    autocast_dtype = torch.get_autocast_dtype("cpu")
     trainers.base.effective_precision = trainers.clip_loader.effective_precision = keep
+    torch.set_autocast_dtype("cpu", torch.float16)
     try:
         yield
     finally:
         trainers.base.effective_precision, trainers.clip_loader.effective_precision = saved
+        torch.set_autocast_dtype("cpu", autocast_dtype)
 
 
 def make_workspace(work, size="tiny", n_classes=6, shots=2):
@@ -91,7 +106,7 @@ def make_workspace(work, size="tiny", n_classes=6, shots=2):
                  val_per_class=1, test_per_class=2, image_size=max(shape["image_size"], 32))
     clip_file = save_tiny_clip(os.path.join(work, f"clip-{size}.pt"), **shape)
     px = shape["image_size"]
-    return {"work": work, "data": os.path.join(work, "data"),
+    return {"work": work, "data": os.path.join(work, "data"), "clip": clip_file,
             "opts": ["MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", clip_file, "INPUT.SIZE", f"({px},{px})",
                      "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "16", "DATASET.NUM_SHOTS",
                      str(shots), "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", str(EPOCHS),
@@ -150,11 +165,23 @@ def train_run(ws, trainer, config, out, opts, stop_after=None, quiet=True):
     return t, losses
 
 
+def teacher_options(ws, prec, quiet=True) -> list:
+    """PromptKD's teacher: the PromptSRC run of this precision on the same CLIP (trained here if not yet)."""
+    config, _, _, tiny = BACKBONES["PromptSRC"]
+    out = os.path.join(ws["work"], f"PromptSRC-{prec}-whole")
+    if not os.path.isfile(os.path.join(out, "prompt_learner", f"model.pth.tar-{EPOCHS}")):
+        train_run(ws, "PromptSRC", config, out, ["TRAINER.PROMPTSRC.PREC", prec, *tiny], quiet=quiet)
+    return ["TRAINER.PROMPTKD.TEACHER_NAME", "custom", "TRAINER.PROMPTKD.TEACHER_PATH", ws["clip"],
+            "TRAINER.PROMPTKD.TEACHER_DIR", out, "TRAINER.PROMPTKD.TEACHER_EPOCH", str(EPOCHS)]
+
+
 def check_stage(ws, name, prec, stage, resume_tol, quiet=True, stage1_dir=None):
     """The four checks for one backbone (stage 1) or its DPC version (stage 2): ({check: (ok, detail)}, out dir)."""
     from trainers.dpc.checkpoint import load_checkpoint
 
     config1, config2, key, tiny = BACKBONES[name]
+    if name == "PromptKD":
+        tiny = tiny + teacher_options(ws, prec, quiet)
     trainer, config = (name, config1) if stage == 1 else (f"DPC_{name}", config2)
     opts = [f"TRAINER.{key}.PREC", prec, *tiny] + (["DPC.STAGE1_DIR", stage1_dir] if stage == 2 else [])
     base = os.path.join(ws["work"], f"{trainer}-{prec}")
@@ -182,7 +209,9 @@ def check_stage(ws, name, prec, stage, resume_tol, quiet=True, stage1_dir=None):
         # CLIP's weight matrices in the precision's dtype; under fp16 the backbones keep some prompts in fp32 as
         # upstream does (MaPLe's deep prompts and couplings, IVLP/PromptSRC's vision and deep prompts)
         ok = bool(losses) and all(math.isfinite(x) for x in losses) and frozen == {want}
-        ok = ok and (set(trained) == {torch.float32} if prec != "fp16" else torch.float16 in trained)
+        # (PromptKD's student holds only vision prompts and its projector, fp32 under fp16 as upstream's VPT)
+        ok = ok and (set(trained) == {torch.float32} if prec != "fp16" else
+                     (torch.float16 in trained or name == "PromptKD") and set(trained) <= {torch.float16, torch.float32})
         ok = ok and ((scaler is not None and scaler.get("scale", 0) > 0) if prec == "amp" else scaler is None)
         kinds = ", ".join(f"{trained.count(d)} {str(d)[6:]}" for d in sorted(set(trained), key=str))
         return ok, f"{len(losses)} steps, loss {losses[-1]:.3f}, CLIP {'/'.join(str(d)[6:] for d in frozen)}, " \
@@ -254,7 +283,7 @@ def main(argv=None):
     parser.add_argument("--precisions", nargs="+", default=["fp16", "amp"], choices=["fp16", "amp", "fp32"])
     parser.add_argument("--size", default="tiny", choices=list(SIZES), help="CLIP shapes (random weights)")
     parser.add_argument("--simulate-on-cpu", action="store_true",
-                        help="run on the CPU with fp16 kernels / a bfloat16 autocast instead of CUDA")
+                        help="run on the CPU with fp16 kernels / a float16 autocast instead of CUDA")
     parser.add_argument("--resume-tol", type=float, default=None,
                         help="largest prompt difference allowed after a resume (default: 0 on CPU, 1e-3 on CUDA)")
     parser.add_argument("--verbose", action="store_true", help="show the trainers' output")

@@ -1,6 +1,7 @@
 """PromptKD and PromptKD+DPC end to end with real Dassl: the one command (teacher, PromptKD, DPC, both new-class
 tests) on a tiny synthetic EuroSAT with a "large" teacher CLIP and a "small" student CLIP, then the invariants
 in this process."""
+import copy
 import os
 import subprocess
 import sys
@@ -179,3 +180,23 @@ def test_teacher_held_once_text_features_computed_once_and_parallel_kd(kd, tmp_p
     promptkd.batch_idx, promptkd.num_batches = 0, 2
     out = promptkd.forward_backward(next(iter(promptkd.train_loader_x)))
     assert calls == [] and out["loss"] > 0  # PromptKD's step uses the stored text features of all classes
+
+
+def test_a_student_is_recognised_whatever_precision_loaded_its_teacher():
+    """A student distilled from a teacher loaded in fp16 (GPU) evaluates on a CPU, where the teacher loads in fp32."""
+    from types import SimpleNamespace
+
+    from trainers.promptkd import same_teacher, teacher_record
+
+    learner = torch.nn.Module()
+    learner.ctx = torch.nn.Parameter(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)))  # not fp16-exact
+    fp32 = SimpleNamespace(prompt_learner=learner)
+    fp16 = SimpleNamespace(prompt_learner=copy.deepcopy(learner).half())
+    on_gpu, on_cpu = teacher_record(fp16, "t.pt"), teacher_record(fp32, "t.pt")
+    assert on_gpu["prompts_sha256"] != on_cpu["prompts_sha256"] and same_teacher(on_gpu, on_cpu)
+    older = {"prompts_sha256": on_cpu["prompts_sha256"]}  # a record written before the fp16 digest existed
+    assert same_teacher(older, on_cpu) and not same_teacher(older, on_gpu)
+    other = copy.deepcopy(learner)
+    with torch.no_grad():
+        other.ctx.add_(0.1)
+    assert not same_teacher(on_gpu, teacher_record(SimpleNamespace(prompt_learner=other), "t.pt"))

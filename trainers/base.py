@@ -77,7 +77,7 @@ class PromptTrainer(TrainerX):
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
         if self.scaler is not None:
-            with torch.autocast(images.device.type):  # fp16 on CUDA (bfloat16 where a test simulates it on CPU)
+            with torch.autocast(images.device.type):  # fp16 on CUDA (and where bench/cuda_paths.py simulates it on CPU)
                 loss, logged = self.compute_loss(images, labels)
             self.optim.zero_grad()
             self.scaler.scale(loss).backward()

@@ -143,15 +143,30 @@ class PromptKD(PromptTrainer):
         saved, current = ckpt.get("teacher"), self.teacher_record
         if saved is None:
             print(f"Warning: {path} does not record its teacher; it is evaluated with {current['file']}")
-        elif saved.get("prompts_sha256") != current["prompts_sha256"]:
+        elif not same_teacher(saved, current):
             raise ValueError(f"{path} was distilled from the teacher {saved.get('file')}, but this run's teacher is "
                              f"{current['file']} (other prompts): set TRAINER.PROMPTKD.TEACHER_DIR (and TEACHER_EPOCH) "
                              "to the teacher of that run")
 
 
-def teacher_record(teacher, path: str) -> dict:
-    """The teacher's file and a digest of its prompts: a student is only evaluated with its own teacher."""
+def _prompt_digest(teacher, dtype) -> str:
     digest = hashlib.sha256()
     for key, value in sorted(teacher.prompt_learner.named_parameters()):
-        digest.update(key.encode() + value.detach().float().cpu().numpy().tobytes())
-    return {"file": os.path.abspath(path), "prompts_sha256": digest.hexdigest()[:16]}
+        digest.update(key.encode() + value.detach().to(dtype).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def teacher_record(teacher, path: str) -> dict:
+    """The teacher's file and digests of its prompts: a student is only evaluated with its own teacher.
+
+    ``prompts_fp16_sha256`` digests the prompts rounded to fp16, so it is the same whether the teacher was loaded
+    in fp16 (PREC fp16/amp on a GPU) or fp32 (PREC fp32, or any PREC on a CPU); ``prompts_sha256`` (fp32) is what
+    records written before it hold."""
+    return {"file": os.path.abspath(path), "prompts_sha256": _prompt_digest(teacher, torch.float32),
+            "prompts_fp16_sha256": _prompt_digest(teacher, torch.float16)}
+
+
+def same_teacher(saved: dict, current: dict) -> bool:
+    """Whether a student's recorded teacher is ``current`` (by the fp16 digest when the record has one)."""
+    key = "prompts_fp16_sha256" if "prompts_fp16_sha256" in saved else "prompts_sha256"
+    return saved.get(key) == current[key]
