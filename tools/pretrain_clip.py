@@ -22,13 +22,14 @@ The cache is ``$DPC_TOYWORLD_CLIP`` or ``~/.cache/dpc/toyworld-clip-v<VERSION>.p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def train(recipe: Recipe = Recipe(), progress: bool = True) -> CLIP:
     return model.eval()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _written_atomically(path: Path):
     """Yield a temporary file name beside ``path``, renamed to ``path`` only when the block succeeds (unlike
     trainers.dpc.files.atomic_write, the block gets a name: the weights are evaluated from it before the rename)."""
@@ -251,7 +252,9 @@ def main(argv=None):
     if args.out is None:
         if recipe != defaults:
             parser.error("--steps/--batch/--lr/--seed/--threads need OUT (the cache always holds the default recipe)")
-        print(ensure_pretrained())
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is the path alone: MODEL.BACKBONE.PATH "$(...)"
+            path = ensure_pretrained()
+        print(path)
         return
     if args.steps < 1 or args.batch < 2:
         parser.error("--steps must be >= 1 and --batch >= 2")
