@@ -31,13 +31,13 @@ sys.path.insert(0, ROOT)
 
 from tabulate import tabulate  # noqa: E402
 
-from tools.demo import SHOTS, results, run_dirs, zero_shot  # noqa: E402
-from tools.epoch_curve import epoch_curve  # noqa: E402
+from tools.demo import SHOTS, curve_job, results, run_dirs, zero_shot  # noqa: E402
+from tools.demo import curves as stage1_curves  # noqa: E402
 from tools.experiments import Grid  # noqa: E402
 from tools.paper_tables import read_weight_sweep  # noqa: E402
 from tools.parse_test_res import summarize  # noqa: E402
 from tools.pretrain_clip import ensure_pretrained  # noqa: E402
-from tools.sweep import Job, LocalLauncher, run_jobs  # noqa: E402
+from tools.sweep import LocalLauncher, run_jobs  # noqa: E402
 from tools.toyworld.dataset import write_toyworld  # noqa: E402
 from tools.toyworld.options import toyworld_options  # noqa: E402
 from tools.toyworld.vocab import VARIANTS  # noqa: E402
@@ -82,9 +82,9 @@ def study_grid(dataset: str, seeds, rows, weights: str, output: str) -> Grid:
             grid.add(f"coop/{dataset}/seed{seed}/{WN_TAG}", "scripts/dpc/base2new_train.sh", [dataset, seed, "coop"],
                      {"STEPS": "test", "DPC_EVAL_TAG": WN_TAG, "DPC_EVAL_EXTRA": f"DPC.SWEEP_W_NEW {sweep}"}, [main])
     for seed in seeds:  # last: a free worker takes the next training run first
-        curve = ("tools/epoch_curve.py", os.path.join(run_dirs(output, "CoOp", "train_base", dataset), f"seed{seed}"))
-        grid.jobs.append(Job(f"coop/{dataset}/seed{seed}/epoch-curve", (sys.executable, *curve),
-                             deps=(f"coop/{dataset}/seed{seed}/stage1",)))
+        grid.jobs.append(curve_job(f"coop/{dataset}/seed{seed}/epoch-curve",
+                                   os.path.join(run_dirs(output, "CoOp", "train_base", dataset), f"seed{seed}"),
+                                   f"coop/{dataset}/seed{seed}/stage1"))
     return grid
 
 
@@ -108,10 +108,7 @@ def tables(dataset: str, seeds, rows, weights: str, output: str) -> str:
             lines.append([row] + [cell(found[m], n) for m in ("base", "new", "H")])
     parts = [tabulate(lines, headers=[f"{dataset}, 16 shots, CoOp", "Base", "New", "H"], tablefmt="github")]
 
-    top, curves = run_dirs(output, "CoOp", "train_base", dataset), {}
-    for seed in seeds:
-        if os.path.isfile(os.path.join(top, f"seed{seed}", "done.json")):
-            curves[seed] = epoch_curve(os.path.join(top, f"seed{seed}"), verbose=False)
+    curves = stage1_curves(output, "CoOp", seeds, dataset, verbose=False)
     epochs = [e for e in CURVE_EPOCHS if curves and all(e in c["base"] for c in curves.values())]
     parts.append(tabulate([[e] + [cell(summarize([c[split][e] for c in curves.values()]), n)
                                   for split in ("base", "new")] for e in epochs],

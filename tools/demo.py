@@ -53,6 +53,11 @@ def run_dirs(output: str, trainer: str, side: str, dataset: str = DATASET, tag: 
     return os.path.join(output, "base2new", side, dataset, f"shots_{SHOTS}", trainer, cfg)
 
 
+def curve_job(name: str, run_dir: str, after: str, env=()) -> Job:
+    """The job that computes (and caches) the epoch curve of the training run ``run_dir`` once job ``after`` is done."""
+    return Job(name, (sys.executable, "tools/epoch_curve.py", run_dir), env=env, deps=(after,))
+
+
 def demo_jobs(backbone: str, seeds, data: str, output: str, weights: str) -> list[Job]:
     options = toyworld_options(weights)
     if backbone == "promptkd":  # the teacher is the same toy CLIP (there is no larger one)
@@ -67,9 +72,8 @@ def demo_jobs(backbone: str, seeds, data: str, output: str, weights: str) -> lis
         run = Job(f"{backbone}/seed{seed}", ("bash", "scripts/dpc/base2new_train.sh", DATASET, str(seed), backbone,
                                              *options), env=env, deps=deps)
         runs.append(run)
-        curves.append(Job(f"{backbone}/seed{seed}/epoch-curve",
-                          (sys.executable, "tools/epoch_curve.py", os.path.join(stage1, f"seed{seed}")), env=env,
-                          deps=(run.name,)))
+        curves.append(curve_job(f"{backbone}/seed{seed}/epoch-curve", os.path.join(stage1, f"seed{seed}"), run.name,
+                                env))
         first = first or run.name
     return runs + curves  # in this order a free worker takes the next run before any curve
 
@@ -96,10 +100,11 @@ def results(output: str, trainer: str, seeds, dataset: str = DATASET, tag: str =
     return base_new(base, new)
 
 
-def curves(output: str, trainer: str, seeds) -> dict:
-    """{seed: {"base": {epoch: acc}, "new": {...}}} of the stage-1 runs."""
-    top = run_dirs(output, trainer, "train_base")
-    return {seed: epoch_curve(os.path.join(top, f"seed{seed}")) for seed in seeds}
+def curves(output: str, trainer: str, seeds, dataset: str = DATASET, verbose: bool = True) -> dict:
+    """{seed: {"base": {epoch: acc}, "new": {...}}} of the finished stage-1 runs among ``seeds``."""
+    top = run_dirs(output, trainer, "train_base", dataset)
+    return {seed: epoch_curve(os.path.join(top, f"seed{seed}"), verbose=verbose) for seed in seeds
+            if os.path.isfile(os.path.join(top, f"seed{seed}", "done.json"))}
 
 
 def table(rows: dict) -> str:

@@ -45,8 +45,8 @@ def saved_epochs(run_dir: str) -> list[int]:
     return sorted(found)
 
 
-def run_config(run_dir: str, subsample: str, root: str = ""):
-    """The run's config (from its run_info.json), for testing on ``subsample`` classes."""
+def run_config(run_dir: str, subsample: str, output_dir: str, root: str = ""):
+    """The run's config (from its run_info.json), for testing on ``subsample`` classes into ``output_dir``."""
     from dassl.config import get_cfg_default
     from yacs.config import CfgNode
 
@@ -63,7 +63,7 @@ def run_config(run_dir: str, subsample: str, root: str = ""):
     cfg.DATASET.SUBSAMPLE_CLASSES = subsample
     if root:
         cfg.DATASET.ROOT = root
-    cfg.OUTPUT_DIR = tempfile.mkdtemp(prefix="epoch_curve-")  # nothing is written there: tests only
+    cfg.OUTPUT_DIR = output_dir
     cfg.freeze()
     return cfg
 
@@ -73,21 +73,20 @@ def split_curve(run_dir: str, subsample: str, epochs: list[int], root: str = "",
     import train
     from dassl.utils import set_random_seed
 
-    cfg = run_config(run_dir, subsample, root)
-    quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet):
-        if cfg.SEED >= 0:
-            set_random_seed(cfg.SEED)
-        trainer = train.build(cfg)
-    curve = {}
-    for epoch in [0] + epochs:
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):  # Dassl's test progress bar too
-            if epoch:
-                trainer.load_model(run_dir, epoch=epoch)
-            curve[epoch] = round(float(trainer.test()), 2)
-        if progress:
-            progress(subsample, epoch)
-    os.rmdir(cfg.OUTPUT_DIR)
+    quiet, curve = io.StringIO(), {}
+    with tempfile.TemporaryDirectory(prefix="epoch_curve-") as scratch:  # tests only: nothing is kept there
+        cfg = run_config(run_dir, subsample, scratch, root)
+        with contextlib.redirect_stdout(quiet):
+            if cfg.SEED >= 0:
+                set_random_seed(cfg.SEED)
+            trainer = train.build(cfg)
+        for epoch in [0] + epochs:
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):  # Dassl's test progress bar too
+                if epoch:
+                    trainer.load_model(run_dir, epoch=epoch)
+                curve[epoch] = round(float(trainer.test()), 2)
+            if progress:
+                progress(subsample, epoch)
     return curve
 
 
