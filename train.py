@@ -12,7 +12,9 @@ from dassl.config import get_cfg_default  # yacs only: deciding whether a run mu
 
 from trainers import run_dir
 from trainers.config import extend_cfg
+from trainers.dpc.errors import ConfigError
 from trainers.dpc.files import atomic_write_text
+from trainers.fit_clip import fit
 
 
 def load_components():
@@ -56,7 +58,8 @@ def parse_args(argv=None):
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     parser.add_argument("--force", action="store_true",
-                        help="with --eval-only: redo an evaluation that already finished in --output-dir")
+                        help="redo an evaluation (--eval-only) that already finished in --output-dir; start over a "
+                             "run recorded there with other settings, weights, data or code")
     parser.add_argument(console.FLAG, action="store_true",
                         help=f"print the whole log on the terminal too (or set {console.ENV}=1)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
@@ -87,16 +90,27 @@ def reset_cfg(cfg, args):
         cfg.MODEL.HEAD.NAME = args.head
 
 
-def setup_cfg(args):
+def setup_cfg(args, notes=None):
+    """The run's config; ``notes`` (a list) receives what was fitted to the machine and a custom CLIP."""
     cfg = get_cfg_default()
     extend_cfg(cfg)
     for path in (args.dataset_config_file, args.config_file):
         if path:
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"config file not found: {path}")
-            cfg.merge_from_file(path)
+                raise ConfigError(f"config file not found: {path}")
+            try:
+                cfg.merge_from_file(path)
+            except (KeyError, ValueError, AssertionError) as err:
+                raise ConfigError(f"{path}: {err} (yacs; check the key's spelling and the value's type)") from err
     reset_cfg(cfg, args)
-    cfg.merge_from_list(args.opts or [])
+    try:
+        cfg.merge_from_list(args.opts or [])
+    except (KeyError, ValueError, AssertionError) as err:  # yacs: unknown key, bad value or type
+        raise ConfigError(f"bad option on the command line: {err} (options are KEY VALUE pairs of existing "
+                          "keys; the value's type must be the default's, e.g. 1.0 for a float)") from err
+    found = fit(cfg)
+    if notes is not None:
+        notes.extend(found)
     cfg.freeze()
     return cfg
 
@@ -144,35 +158,45 @@ def final_accuracy(trainer):
 
 
 def main(args):
-    cfg = setup_cfg(args)
-    if args.force and not args.eval_only:
-        raise run_dir.RunDirError("--force only redoes evaluations (--eval-only); to retrain, delete the run "
-                                  f"directory {cfg.OUTPUT_DIR} or use another --output-dir")
+    notes = []
+    cfg = setup_cfg(args, notes)
     current = run_dir.fingerprint(cfg, args.eval_only, args.model_dir, args.load_epoch)
     defaults = default_settings()
-    if not args.force and run_dir.previous_run(cfg.OUTPUT_DIR, current, defaults) == "finished":
-        print(f"[{cfg.TRAINER.NAME}] finished run with the same settings found in {cfg.OUTPUT_DIR} (skipped)")
+    if already_done(cfg, run_dir.previous_run(cfg.OUTPUT_DIR, current, defaults, args.force), args):
         return
     load_components()
     from dassl.engine import TRAINER_REGISTRY
 
     if cfg.TRAINER.NAME not in TRAINER_REGISTRY.registered_names():
-        sys.exit(f"error: unknown trainer {cfg.TRAINER.NAME!r} (--trainer); registered: "
-                 f"{', '.join(sorted(TRAINER_REGISTRY.registered_names()))}")
+        raise ConfigError(f"unknown trainer {cfg.TRAINER.NAME!r} (--trainer); registered: "
+                          f"{', '.join(sorted(TRAINER_REGISTRY.registered_names()))}")
     with run_dir.exclusive(cfg.OUTPUT_DIR):
-        if args.force:
-            run_dir.forget_finished(cfg.OUTPUT_DIR)
-        previous = run_dir.previous_run(cfg.OUTPUT_DIR, current, defaults)  # again, now that the directory is ours
-        if previous == "finished":
-            print(f"[{cfg.TRAINER.NAME}] finished run with the same settings found in {cfg.OUTPUT_DIR} (skipped)")
+        previous = run_dir.previous_run(cfg.OUTPUT_DIR, current, defaults, args.force)  # again: the directory is ours
+        if already_done(cfg, previous, args):
             return
-        if previous == "interrupted":
+        if previous == run_dir.REPLACE:
+            print(f"[{cfg.TRAINER.NAME}] starting over in {cfg.OUTPUT_DIR} (--force / FORCE=1): the run recorded "
+                  "there had other settings, weights, data or code")
+            run_dir.start_over(cfg.OUTPUT_DIR)
+        run_dir.forget_finished(cfg.OUTPUT_DIR)  # (a finished run here is an evaluation redone with --force)
+        if previous == run_dir.INTERRUPTED:
             print(f"[{cfg.TRAINER.NAME}] resuming the interrupted run in {cfg.OUTPUT_DIR}")
         run_dir.record(cfg.OUTPUT_DIR, current)
-        run(cfg, args)
+        run(cfg, args, notes)
 
 
-def run(cfg, args):
+def already_done(cfg, previous: str, args) -> bool:
+    """True (and says so) when ``previous`` is a finished run to reuse; --force redoes evaluations."""
+    if previous not in (run_dir.FINISHED, run_dir.UNVERSIONED) or (args.force and args.eval_only):
+        return False
+    if previous == run_dir.UNVERSIONED:
+        print(run_dir.unversioned_notice(cfg.OUTPUT_DIR))
+    else:
+        print(f"[{cfg.TRAINER.NAME}] finished run with the same settings found in {cfg.OUTPUT_DIR} (skipped)")
+    return True
+
+
+def run(cfg, args, notes=()):
     """Train or evaluate in the (locked) output directory and mark it finished."""
     terminal = console.Console(console.verbose_requested(args.verbose))
     terminal.start(cfg, eval_only=args.eval_only)  # stage header; quiet: only progress and results from here
@@ -185,11 +209,15 @@ def run(cfg, args):
     setup_logger(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
+    for note in notes:  # what setup_cfg fitted (shown in quiet mode too)
+        print(note)
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
     write_run_info(cfg)
 
     trainer = build(cfg)
+    # the dataset is built: a first run has just written its few-shot cache, which the fingerprint hashes
+    run_dir.record(cfg.OUTPUT_DIR, run_dir.fingerprint(cfg, args.eval_only, args.model_dir, args.load_epoch))
     started = time.monotonic()
     terminal.attach(trainer)  # quiet: a training progress bar
     if args.eval_only:
@@ -207,7 +235,5 @@ def run(cfg, args):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except run_dir.RunDirError as err:
-        sys.exit(f"error: {err}")
+    arguments = parse_args()
+    sys.exit(console.exit_on_user_error(main, arguments, console.verbose_requested(arguments.verbose)))

@@ -13,6 +13,7 @@ import random
 import warnings
 
 from .records import as_records, load_cache, save_pickle
+from .specs import fewshot_file
 
 
 def group_by_label(items):
@@ -64,7 +65,7 @@ def make_rng(seed):
 
 
 def fewshot_cache_path(dataset_dir, num_shots, seed):
-    return os.path.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.pkl")
+    return os.path.join(dataset_dir, fewshot_file(num_shots, seed))
 
 
 def _sample(train, val, num_shots, rng):

@@ -9,6 +9,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from trainers.dpc.errors import ConfigError, UserError
 from trainers.dpc.image_bank import IMAGE_HINT, ImageFileError, image_problem
 
 from .records import Record
@@ -19,7 +20,7 @@ DOWNLOAD_HINT = (
 )
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A dataset folder or file is missing. The message names the path, shows
     the expected layout and says where the download instructions are (or the
     spec's own `fix`, e.g. the command that writes a synthetic dataset)."""
@@ -39,7 +40,7 @@ class DatasetNotFoundError(FileNotFoundError):
         return self.message
 
 
-class AnnotationFileError(ValueError):
+class AnnotationFileError(UserError, ValueError):
     """A split, list or class-name file is damaged or not in the expected format."""
 
     def __init__(self, path, problem):
@@ -186,7 +187,7 @@ def read_imagenet_split(split_dir, classnames, folders, source="classnames.txt")
     items = []
     for folder in list_nohidden(split_dir, dirs_only=True):
         if folder not in position:
-            raise ValueError(f"{os.path.join(split_dir, folder)} is not a class of the train split")
+            raise ConfigError(f"{os.path.join(split_dir, folder)} is not a class of the train split")
         name = _classname(classnames, folder, source)
         items.extend(_folder_images(os.path.join(split_dir, folder), position[folder], name))
     return items

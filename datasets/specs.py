@@ -22,6 +22,21 @@ class DatasetSpec:
     required: tuple = ()  # further folders that must exist
     fix: str = ""  # how to get the data, when not CoOp's download instructions
 
+    @property
+    def index_files(self) -> tuple:
+        """Files in ``folder`` that say which image is in which split and class (the run fingerprint hashes
+        them; the images themselves are too many to hash)."""
+        if self.kind == "split_json":
+            return (self.split_file,)
+        if self.kind == "fgvc":
+            return ("variants.txt",) + tuple(f"images_variant_{s}.txt" for s in ("train", "val", "test"))
+        return ("classnames.txt",)  # ImageNet and its variants: class folders listed there
+
+
+def fewshot_file(num_shots: int, seed: int) -> str:
+    """Few-shot cache of (shots, seed), relative to the dataset folder (upstream CoOp's name)."""
+    return f"split_fewshot/shot_{num_shots}-seed_{seed}.pkl"
+
 
 def _json_spec(name, folder, config, image_dir, split_file, images, extra=(), required=(), fix=""):
     layout = "\n".join([f"{folder}/", *[f"  {line}" for line in (*images, split_file, *extra)]])

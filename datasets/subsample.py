@@ -7,13 +7,14 @@ new classes; the kept classes are relabelled from 0 in label order.
 import math
 
 from .records import Record
+from trainers.dpc.errors import ConfigError
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
 
 def check_subsample(subsample):
     if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(
+        raise ConfigError(
             f"DATASET.SUBSAMPLE_CLASSES must be one of {list(SUBSAMPLE_CHOICES)}, got {subsample!r}"
         )
     return subsample

@@ -79,9 +79,10 @@ def test_clip_file_of_another_architecture_stops_train_py(workspace):
 
 
 def test_wrong_input_size_stops_coop_before_training(workspace):
-    code, _, stderr = train_coop(workspace, "size", "MODEL.BACKBONE.NAME", "custom",
-                                 "MODEL.BACKBONE.PATH", workspace["tiny"], "INPUT.SIZE", "(64,64)")
-    assert code != 0
+    code, _, stderr = train_coop(workspace, "size", "MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.FIT_CUSTOM",
+                                 "False", "MODEL.BACKBONE.PATH", workspace["tiny"], "INPUT.SIZE", "(64,64)")
+    assert code == 2 and "Traceback" not in stderr  # an error of ours: one line
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ")
     assert (f"INPUT.SIZE is (64, 64) but the CLIP image encoder of {workspace['tiny']} takes 32x32 images"
             in stderr) and 'set INPUT.SIZE "(32, 32)"' in stderr
 

@@ -12,6 +12,8 @@ from yacs.config import CfgNode as CN
 from tests.conftest import ROOT
 from trainers import run_dir
 from trainers.dpc.checkpoint import check_classes, expected_training_classes
+from trainers.provenance import VERSION_KEY
+from trainers.version import BEHAVIOUR_VERSION
 
 HOLD = ("import sys, time; from trainers.run_dir import exclusive\n"
         "with exclusive(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
@@ -97,7 +99,9 @@ def test_fingerprint_follows_the_content_of_promptkds_teacher(tmp_path):
     torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(4, 8)}}, ckpt)
     cfg = make_cfg(STAGE1_DIR="")
     cfg.TRAINER.NAME = "PromptKD"
-    cfg.TRAINER.PROMPTKD = CN({"TEACHER_DIR": str(tmp_path), "TEACHER_EPOCH": -1})
+    (tmp_path / "teacher-clip.pt").write_bytes(b"the teacher's CLIP weights")
+    cfg.TRAINER.PROMPTKD = CN({"TEACHER_DIR": str(tmp_path), "TEACHER_EPOCH": -1, "TEACHER_NAME": "custom",
+                               "TEACHER_PATH": str(tmp_path / "teacher-clip.pt")})
     first = run_dir.fingerprint(cfg)
     assert set(first["teacher checkpoints"]) == {"VLPromptLearner"}
     torch.save({"state_dict": {"prompt_learner.ctx": torch.ones(4, 8)}}, ckpt)  # another teacher in the same place
@@ -108,7 +112,8 @@ def test_fingerprint_follows_the_content_of_promptkds_teacher(tmp_path):
 
 
 def test_previous_runs_are_reused_or_resumed_only_with_the_same_settings(tmp_path):
-    values = {"OPTIM.MAX_EPOCH": 20, "DPC.TOPK": 8}
+    version = {VERSION_KEY: BEHAVIOUR_VERSION}
+    values = {"OPTIM.MAX_EPOCH": 20, "DPC.TOPK": 8, **version}
     assert run_dir.previous_run(str(tmp_path), values) == "new"
     (tmp_path / "log.txt").write_text("a run that failed before its first checkpoint\n")
     assert run_dir.previous_run(str(tmp_path), values) == "new"
@@ -119,8 +124,8 @@ def test_previous_runs_are_reused_or_resumed_only_with_the_same_settings(tmp_pat
     (tmp_path / "done.json").write_text("{}")
     assert run_dir.previous_run(str(tmp_path), values) == "finished"
     with pytest.raises(run_dir.RunDirError, match="finished run with other settings:\n"
-                       "  DPC.TOPK: 8 -> 3\n  OPTIM.MAX_EPOCH: 20 -> 5\nUse another --output-dir"):
-        run_dir.previous_run(str(tmp_path), {"OPTIM.MAX_EPOCH": 5, "DPC.TOPK": 3})
+                       "  DPC.TOPK: 8 -> 3\n  OPTIM.MAX_EPOCH: 20 -> 5\nUse FORCE=1"):
+        run_dir.previous_run(str(tmp_path), {"OPTIM.MAX_EPOCH": 5, "DPC.TOPK": 3, **version})
     # a key added to the code since the run was recorded: unchanged at its default, a change otherwise
     newer = dict(values, **{"DPC.NEGATIVES": "hard"})
     assert run_dir.previous_run(str(tmp_path), newer, defaults={"DPC.NEGATIVES": "hard"}) == "finished"

@@ -16,6 +16,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from .clip_loader import effective_precision, load_clip
 from .models.vl_prompts import check_image_size
 from .dpc import dassl_compat
+from .dpc.errors import ConfigError
 from .dpc.checkpoint import (check_evaluated_classes, load_state_checked, read_saved_model, restore_training_state,
                              save_registered_models)
 
@@ -32,7 +33,7 @@ class PromptTrainer(TrainerX):
     def check_cfg(self, cfg):
         prec = cfg.TRAINER[self.cfg_key].PREC
         if prec not in ("fp16", "fp32", "amp"):
-            raise ValueError(f"TRAINER.{self.cfg_key}.PREC must be fp16, fp32 or amp, got {prec!r}")
+            raise ConfigError(f"TRAINER.{self.cfg_key}.PREC must be fp16, fp32 or amp, got {prec!r}")
 
     def build_prompt_model(self, classnames, clip_model):
         raise NotImplementedError
@@ -106,7 +107,7 @@ class PromptTrainer(TrainerX):
     def check_checkpoint_kind(self, path: str, ckpt: dict) -> None:
         """Refuse a checkpoint this trainer cannot evaluate (DPC trainers override it)."""
         if "dpc" in ckpt:
-            raise ValueError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
+            raise ConfigError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
 
     def check_checkpoint_settings(self, path: str, ckpt: dict) -> None:
         """Refuse a checkpoint trained with settings this run does not have (PromptKD: another teacher)."""
@@ -117,7 +118,7 @@ class PromptTrainer(TrainerX):
 
     def load_model(self, directory, epoch=None):
         if not directory:
-            raise ValueError("no model directory given: --eval-only needs --model-dir (a training output dir)")
+            raise ConfigError("no model directory given: --eval-only needs --model-dir (a training output dir)")
         for name, module in self._models.items():
             path, ckpt = read_saved_model(directory, name, epoch)
             self.check_checkpoint_kind(path, ckpt)

@@ -26,6 +26,7 @@ import torch
 import clip
 from clip.model import build_model
 
+from .dpc.errors import ConfigError, UserError
 from .dpc.files import error_summary
 
 MODELS_DIR_ENV = "DPC_CLIP_MODELS"
@@ -34,11 +35,11 @@ CUSTOM = "custom"  # MODEL.BACKBONE.NAME for a CLIP file of any architecture (MO
 _fp16_notice_shown = False
 
 
-class CLIPWeightsNotFound(FileNotFoundError):
+class CLIPWeightsNotFound(UserError, FileNotFoundError):
     """No usable CLIP weight file was found."""
 
 
-class CLIPWeightsError(ValueError):
+class CLIPWeightsError(UserError, ValueError):
     """A CLIP weight file is damaged or holds another architecture than the configured one."""
 
 
@@ -94,7 +95,7 @@ def default_models_dir() -> Path:
 def check_name(name: str) -> None:
     """``name`` must be one of OpenAI's models or ``custom``."""
     if name != CUSTOM and name not in clip.clip._MODELS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown CLIP backbone {name!r}; MODEL.BACKBONE.NAME must be one of "
             f"{', '.join(clip.available_models())}, or {CUSTOM} for a CLIP file of another architecture "
             "(given by MODEL.BACKBONE.PATH)"
@@ -208,7 +209,7 @@ def effective_precision(prec: str, device: torch.device | str) -> str:
     """fp16 and amp need CUDA; elsewhere they fall back to fp32 (logged once)."""
     global _fp16_notice_shown
     if prec not in ("fp16", "fp32", "amp"):
-        raise ValueError(f"PREC must be fp16, fp32 or amp, got {prec!r}")
+        raise ConfigError(f"PREC must be fp16, fp32 or amp, got {prec!r}")
     if prec != "fp32" and torch.device(device).type != "cuda":
         if not _fp16_notice_shown:
             print(f"PREC={prec} needs CUDA; running in fp32 on {torch.device(device).type}")

@@ -7,6 +7,8 @@ from .dpc.config import add_dpc_config
 def extend_cfg(cfg) -> None:
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (base-to-new protocol)
     cfg.MODEL.BACKBONE.PATH = ""  # CLIP weight file; empty: $DPC_CLIP_MODELS or ~/.cache/clip
+    # NAME custom: INPUT.SIZE and the trainer's prompt depths follow the file's shapes (trainers/fit_clip.py)
+    cfg.MODEL.BACKBONE.FIT_CUSTOM = True
 
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16  # number of context tokens (ignored when CTX_INIT is set)

@@ -11,7 +11,10 @@ torch.jit, ...), unless verbose output was asked for: train.py imports it before
 import os
 import re
 import sys
+import traceback
 import warnings
+
+from .dpc.errors import UserError, one_line
 
 ENV = "DPC_VERBOSE"
 FLAG = "--verbose"
@@ -23,6 +26,7 @@ SHOWN = re.compile(
     r"|.*\(will resume training\)"  # Dassl's resume notice
     r"|DPC sweep"                  # a weight sweep's labels and its summary table
     r"|(?i:warning):"              # our warnings (unchecked classes, short classes, no RNG state to resume)
+    r"|note:"                      # options fitted to the machine or to a custom CLIP (train.py)
     r"|  w_(new|base)=)")
 BAR = "{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}{postfix}]"
 
@@ -46,6 +50,30 @@ def filter_warnings():
 
 if not verbose_requested(FLAG in sys.argv[1:]):
     filter_warnings()
+
+
+def exit_on_user_error(main, args, verbose: bool) -> int:
+    """Run ``main(args)``; an error of ours (``UserError``) becomes one ``error:`` line on stderr and status 2.
+
+    Its traceback goes to the run's log when one is open (Dassl's logger behind ``sys.stdout``: in quiet mode
+    the terminal does not show it) and to the terminal with ``verbose``. Other exceptions keep their traceback.
+    """
+    try:
+        main(args)
+    except UserError as err:
+        details = traceback.format_exc()
+        if verbose:
+            sys.stderr.write(details)
+            hint = ""
+        elif getattr(sys.stdout, "file", None) is not None:  # dassl.utils.Logger tees to <output-dir>/log.txt
+            sys.stdout.write(details)
+            sys.stdout.flush()
+            hint = " (traceback in the run's log.txt)"
+        else:
+            hint = f" (traceback: {FLAG})"
+        sys.stderr.write(f"error: {one_line(err)}{hint}\n")
+        return 2
+    return 0
 
 
 class QuietStream:

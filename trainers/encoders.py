@@ -19,6 +19,8 @@ import torch.nn.functional as F
 import clip
 from clip.simple_tokenizer import SimpleTokenizer
 
+from .dpc.errors import ConfigError
+
 _tokenizer = SimpleTokenizer()
 
 
@@ -39,7 +41,7 @@ def tokenize(clip_model, texts: Sequence[str]) -> torch.Tensor:
     for text in texts:
         needed = count_tokens(text) + 2  # with start and end tokens
         if needed > length:
-            raise ValueError(
+            raise ConfigError(
                 f"prompt {text!r} needs {needed} tokens (with start and end) but this CLIP's text encoder takes "
                 f"{length}: use fewer context tokens (N_CTX, CTX_INIT), a shorter template or shorter class "
                 "names, or a CLIP with a longer context")
@@ -79,7 +81,7 @@ def run_blocks(blocks: nn.Sequential, x: torch.Tensor,
     """
     deep_prompts = list(deep_prompts or [])
     if len(deep_prompts) >= len(blocks):
-        raise ValueError(f"{len(deep_prompts)} deep prompts need more than {len(blocks)} blocks "
+        raise ConfigError(f"{len(deep_prompts)} deep prompts need more than {len(blocks)} blocks "
                          "(prompt depth must not exceed the number of transformer layers)")
     for i, block in enumerate(blocks):
         if 0 < i <= len(deep_prompts) and deep_prompts[i - 1] is not None:
@@ -91,7 +93,7 @@ def run_blocks(blocks: nn.Sequential, x: torch.Tensor,
 def require_vit(clip_model, method: str) -> None:
     """Vision prompts need a token sequence: refuse ResNet CLIP models with a clear message."""
     if not hasattr(clip_model.visual, "transformer"):
-        raise ValueError(f"{method} prompts the image transformer and needs a ViT CLIP backbone "
+        raise ConfigError(f"{method} prompts the image transformer and needs a ViT CLIP backbone "
                          "(ViT-B/32, ViT-B/16, ViT-L/14); ResNet backbones (RN50, ...) are not supported")
 
 
@@ -134,7 +136,7 @@ class PromptedVisionEncoder(nn.Module):
         if prompt is not None:
             x = torch.cat([x, prompt.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)], dim=1)
         elif deep_prompts:
-            raise ValueError("deep vision prompts need a shallow vision prompt at the input")
+            raise ConfigError("deep vision prompts need a shallow vision prompt at the input")
         x = v.ln_pre(x).permute(1, 0, 2)
         x = run_blocks(v.transformer.resblocks, x, deep_prompts, replace_vision_prompt)
         x = v.ln_post(x.permute(1, 0, 2)[:, 0, :])

@@ -17,18 +17,20 @@ from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from .dpc.errors import ConfigError
+
 
 def gaussian_epoch_weights(max_epoch: int, mean: float, std: float) -> List[float]:
     """Weights of epochs 1..max_epoch (index e - 1 for epoch e), normalised to sum to 1."""
     if max_epoch < 1:
-        raise ValueError(f"GPA needs at least one epoch, got OPTIM.MAX_EPOCH={max_epoch}")
+        raise ConfigError(f"GPA needs at least one epoch, got OPTIM.MAX_EPOCH={max_epoch}")
     if std <= 0:
-        raise ValueError(f"GPA_STD must be > 0, got {std}")
+        raise ConfigError(f"GPA_STD must be > 0, got {std}")
     density = [math.exp(-0.5 * ((epoch - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
                for epoch in range(1, max_epoch + 1)]
     total = sum(density)
     if total == 0.0:
-        raise ValueError(f"GPA_MEAN={mean} (GPA_STD={std}) gives zero weight to every epoch 1..{max_epoch}")
+        raise ConfigError(f"GPA_MEAN={mean} (GPA_STD={std}) gives zero weight to every epoch 1..{max_epoch}")
     return [d / total for d in density]
 
 
@@ -78,6 +80,6 @@ class PromptAggregate:
     def load_state_dict(self, state: dict) -> None:
         if len(state["weights"]) != len(self.weights) or any(
                 not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) for a, b in zip(state["weights"], self.weights)):
-            raise ValueError("saved GPA weights differ from this run's (OPTIM.MAX_EPOCH, GPA_MEAN or GPA_STD changed)")
+            raise ConfigError("saved GPA weights differ from this run's (OPTIM.MAX_EPOCH, GPA_MEAN or GPA_STD changed)")
         self.epochs = list(state["epochs"])
         self.sums = {m: {n: t.clone() for n, t in s.items()} for m, s in state["sums"].items()}

@@ -4,6 +4,7 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import PromptTrainer
 from .models.kgcoop import KgCoOpCLIP
 from .templates import DATASET_TEMPLATES
+from .dpc.errors import ConfigError
 
 
 @TRAINER_REGISTRY.register()
@@ -15,7 +16,7 @@ class KgCoOp(PromptTrainer):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         if cfg.TRAINER.KGCOOP.W < 0:
-            raise ValueError(f"TRAINER.KGCOOP.W must be >= 0, got {cfg.TRAINER.KGCOOP.W}")
+            raise ConfigError(f"TRAINER.KGCOOP.W must be >= 0, got {cfg.TRAINER.KGCOOP.W}")
         self.hand_written_template(cfg)  # fails before any data is read
 
     @staticmethod
@@ -25,7 +26,7 @@ class KgCoOp(PromptTrainer):
             return cfg.TRAINER.KGCOOP.TEMPLATE
         name = cfg.DATASET.NAME
         if name not in DATASET_TEMPLATES:
-            raise ValueError(f"KgCoOp has no hand-written prompt for dataset {name!r} (known: "
+            raise ConfigError(f"KgCoOp has no hand-written prompt for dataset {name!r} (known: "
                              f"{', '.join(sorted(DATASET_TEMPLATES))}): set TRAINER.KGCOOP.TEMPLATE, "
                              "e.g. \"a photo of a {}.\"")
         return DATASET_TEMPLATES[name]

@@ -21,6 +21,7 @@ from typing import Dict, Sequence
 import torch
 
 from .dpc.checkpoint import load_checkpoint
+from .dpc.errors import UserError
 from .dpc.files import checkpoint_path
 from .models.ivlp import IVLPCLIP
 from .models.vl_prompts import text_layers, vision_layers
@@ -29,7 +30,7 @@ OURS, UPSTREAM = "prompt_learner", "VLPromptLearner"
 _DEEP = re.compile(r"^(text_encoder|image_encoder)\.transformer\.resblocks\.(\d+)\.VPT_shallow$")
 
 
-class TeacherError(ValueError):
+class TeacherError(UserError, ValueError):
     pass
 
 

@@ -7,6 +7,7 @@ from .dpc.checkpoint import load_checkpoint
 from .dpc.files import resume_path
 from .gpa import PromptAggregate, gaussian_epoch_weights
 from .models.promptsrc import PromptSRCCLIP, self_regulating_losses
+from .dpc.errors import ConfigError
 
 
 @TRAINER_REGISTRY.register()
@@ -56,11 +57,11 @@ class PromptSRC(PromptTrainer):
             path = resume_path(directory, self.get_model_names()[0])
             state = load_checkpoint(path).get("gpa")
             if state is None:
-                raise ValueError(f"{path} has no GPA record: it was not written by a {type(self).__name__} run, "
+                raise ConfigError(f"{path} has no GPA record: it was not written by a {type(self).__name__} run, "
                                  "so training cannot resume from it; use a fresh output directory")
             self.gpa.load_state_dict(state)
             if self.gpa.epochs != list(range(start_epoch)):
-                raise ValueError(f"{path} (epoch {start_epoch}) holds GPA epochs "
+                raise ConfigError(f"{path} (epoch {start_epoch}) holds GPA epochs "
                                  f"{[e + 1 for e in self.gpa.epochs]}, expected 1..{start_epoch}")
             print(f"GPA: restored the aggregate of epochs 1..{start_epoch}")
         return start_epoch

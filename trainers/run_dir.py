@@ -5,12 +5,15 @@
   told who holds the directory.
 - ``fingerprint(cfg, ...)``: the resolved config after every override, minus where outputs and logs
   go, plus the content hash of the checkpoints the run starts from (DPC's stage 1, an evaluated
-  model). Written to ``<dir>/fingerprint.json`` when a run starts.
+  model) and what else produced it (``provenance``: the CLIP weights' content, the dataset's split and
+  few-shot files, the code behaviour version). Written to ``<dir>/fingerprint.json`` when a run starts.
 - ``previous_run(directory, fingerprint, defaults)``: what the directory already holds. A finished run is
   reused only with an identical fingerprint, an interrupted one is resumed only with an identical
-  fingerprint; anything else is refused with the keys that differ. A config key added to the code after
-  the run was recorded counts as unchanged at its default value (``defaults``: ``flat_settings`` of the
-  default config), since a new key's default keeps the behaviour the run had.
+  fingerprint; anything else is refused with the keys that differ (``force``: started over instead). A
+  config key added to the code after the run was recorded counts as unchanged at its default value
+  (``defaults``: ``flat_settings`` of the default config), since a new key's default keeps the behaviour
+  the run had. A run recorded before code behaviour versions existed is "version unknown": reused when
+  finished with the same options (the caller prints a notice), never resumed.
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ import socket
 import sys
 import time
 
+from .dpc.errors import UserError
 from .dpc.files import atomic_write_text, checkpoint_path
+from .provenance import PROVENANCE_KEYS, VERSION_KEY, provenance
+from .version import BEHAVIOUR_VERSION
 
 FINGERPRINT_FILE = "fingerprint.json"
 DONE_FILE = "done.json"
@@ -32,7 +38,7 @@ DONE_FILE = "done.json"
 NOT_RESULTS = ("OUTPUT_DIR", "RESUME", "TRAIN.PRINT_FREQ", "VERBOSE")
 
 
-class RunDirError(RuntimeError):
+class RunDirError(UserError, RuntimeError):
     """The run directory cannot be used as asked (held by another process, or other settings)."""
 
 
@@ -144,6 +150,7 @@ def fingerprint(cfg, eval_only: bool = False, model_dir: str = "", load_epoch=No
         values["model_dir"] = os.path.abspath(model_dir) if model_dir else ""
         values["load_epoch"] = load_epoch
         values["evaluated checkpoints"] = _saved_models(model_dir, load_epoch) if model_dir else {}
+    values.update(provenance(cfg, reads_teacher=cfg.TRAINER.NAME.removeprefix("DPC_") == "PromptKD"))
     return values
 
 
@@ -160,26 +167,63 @@ def _has_checkpoint(directory: str) -> bool:
     return bool(glob.glob(os.path.join(directory, "*", "checkpoint")))
 
 
-def previous_run(directory: str, current: dict, defaults: dict | None = None) -> str:
-    """``new``, ``finished`` (same settings) or ``interrupted`` (same settings); raises otherwise."""
+# what previous_run finds: nothing to reuse, a run to reuse or resume, a run of unknown code version to reuse
+# (with a notice), or (force) a run to start over
+NEW, FINISHED, INTERRUPTED, UNVERSIONED, REPLACE = "new", "finished", "interrupted", "unversioned", "replace"
+
+
+def previous_run(directory: str, current: dict, defaults: dict | None = None, force: bool = False) -> str:
+    """NEW, FINISHED or INTERRUPTED (same settings), UNVERSIONED (finished before versions were recorded, same
+    options) or, with ``force``, REPLACE for a run that would be refused; raises RunDirError otherwise."""
     recorded_path = os.path.join(directory, FINGERPRINT_FILE)
     finished = os.path.isfile(os.path.join(directory, DONE_FILE))
     started = _has_checkpoint(directory)
     if not (finished or started):
-        return "new"  # nothing to reuse (a run that failed before its first checkpoint starts over)
+        return NEW  # nothing to reuse (a run that failed before its first checkpoint starts over)
     what = "a finished run" if finished else "an interrupted run"
+    how = ("FORCE=1 (train.py --force) to start it over, OUTPUT_ROOT (--output-dir) for a new place, or delete "
+           "the directory")
     if not os.path.isfile(recorded_path):
+        if force:
+            return REPLACE
         raise RunDirError(f"{directory} holds {what} without {FINGERPRINT_FILE} (made by an older version), so "
-                          "its settings cannot be compared: delete the directory or use another --output-dir.")
+                          f"its settings cannot be compared: {how}.")
     with open(recorded_path) as f:
         recorded = json.load(f)
+    unversioned = VERSION_KEY not in recorded
+    if unversioned:  # made before provenance was recorded: compare the options only
+        current = {k: v for k, v in current.items() if k not in PROVENANCE_KEYS}
     changed = differences(recorded, current, defaults)
+    if unversioned and not finished:
+        changed.append(f"{VERSION_KEY}: unknown (made before versions were recorded) -> {BEHAVIOUR_VERSION}; an "
+                       "interrupted run is only resumed by the code that started it")
     if changed:
+        if force:
+            return REPLACE
         shown = "\n  ".join(changed[:20]) + ("\n  ..." if len(changed) > 20 else "")
-        raise RunDirError(f"{directory} holds {what} with other settings:\n  {shown}\n"
-                          "Use another --output-dir (OUTPUT_ROOT for the scripts), or delete that directory "
-                          "to redo the run with these settings.")
-    return "finished" if finished else "interrupted"
+        raise RunDirError(f"{directory} holds {what} with other settings:\n  {shown}\nUse {how}.")
+    if unversioned:
+        return REPLACE if force else UNVERSIONED
+    return FINISHED if finished else INTERRUPTED
+
+
+def unversioned_notice(directory: str) -> str:
+    return (f"notice: reusing the finished run in {directory}, made before code behaviour versions were recorded "
+            f"(version unknown, now {BEHAVIOUR_VERSION}); FORCE=1 redoes it")
+
+
+def start_over(directory: str) -> None:
+    """Remove what makes ``directory`` a run (markers, fingerprint, checkpoints), keeping its logs (FORCE)."""
+    import shutil
+
+    for name in (DONE_FILE, FINGERPRINT_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(directory, name))
+    for pointer in glob.glob(os.path.join(directory, "*", "checkpoint")):
+        shutil.rmtree(os.path.dirname(pointer))
+    for folder in glob.glob(os.path.join(directory, "*", "")):
+        if glob.glob(os.path.join(folder, "model*.pth.tar*")):
+            shutil.rmtree(folder)
 
 
 def record(directory: str, current: dict) -> None:

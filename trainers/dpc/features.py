@@ -32,6 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import UserError
+
 FEATURES_METHOD = "dpc_features"
 FEATURES_EXAMPLE = f"""\
     class DPC_MyLearner(DPCMixin, MyLearner):
@@ -43,7 +45,7 @@ FEATURES_EXAMPLE = f"""\
             return image_features, text_features  # [N, D] and [C, D] (or [N, C, D])"""
 
 
-class FeatureDiscoveryError(ValueError):
+class FeatureDiscoveryError(UserError, ValueError):
     pass
 
 

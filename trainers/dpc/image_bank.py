@@ -19,6 +19,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from PIL import Image
 
+from .errors import UserError
 from .files import error_summary
 
 DEFAULT_MAX_BYTES = 4 << 30
@@ -34,7 +35,7 @@ _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
 _TAIL_BYTES = 1024
 
 
-class ImageFileError(OSError):
+class ImageFileError(UserError, OSError):
     """An image file cannot be read; the message names the file(s) and says what to do."""
 
 

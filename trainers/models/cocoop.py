@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..encoders import PromptedCLIP, TextEncoder, count_tokens
 from .vl_prompts import TextContextLearner
+from ..dpc.errors import ConfigError
 
 
 class CoCoOpPromptLearner(TextContextLearner):
@@ -30,12 +31,12 @@ class CoCoOpPromptLearner(TextContextLearner):
         if ctx_init:
             n_ctx = count_tokens(ctx_init)
         elif n_ctx < 1:
-            raise ValueError(f"COCOOP.N_CTX must be >= 1 when CTX_INIT is empty, got {n_ctx}")
+            raise ConfigError(f"COCOOP.N_CTX must be >= 1 when CTX_INIT is empty, got {n_ctx}")
         super().__init__(classnames, clip_model, n_ctx, ctx_init)
         feature_dim, width = clip_model.visual.output_dim, self.ctx.shape[-1]
         hidden = feature_dim // 16
         if hidden < 1:
-            raise ValueError(f"CoCoOp's Meta-Net needs an embedding size of at least 16, this CLIP has {feature_dim}")
+            raise ConfigError(f"CoCoOp's Meta-Net needs an embedding size of at least 16, this CLIP has {feature_dim}")
         self.meta_net = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(feature_dim, hidden)),
             ("relu", nn.ReLU()),

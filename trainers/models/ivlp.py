@@ -15,6 +15,7 @@ from typing import List, Sequence
 import torch
 
 from ..encoders import PromptedCLIP, PromptedVisionEncoder, TextEncoder, require_vit
+from ..dpc.errors import ConfigError
 from .vl_prompts import (TextContextLearner, check_depth, deep_prompts, new_prompt, text_layers,
                          vision_layers, vision_width)
 
@@ -34,7 +35,7 @@ class IVLPPromptLearner(TextContextLearner):
         check_depth(f"{cfg_key}.PROMPT_DEPTH_TEXT", depth_text, text_layers(clip_model), minimum=1)
         check_depth(f"{cfg_key}.PROMPT_DEPTH_VISION", depth_vision, vision_layers(clip_model), minimum=0)
         if depth_vision > 0 and n_ctx_vision < 1:
-            raise ValueError(f"{cfg_key}.N_CTX_VISION must be >= 1 with vision prompts, got {n_ctx_vision}")
+            raise ConfigError(f"{cfg_key}.N_CTX_VISION must be >= 1 with vision prompts, got {n_ctx_vision}")
         super().__init__(classnames, clip_model, n_ctx_text, ctx_init)
         v_width = vision_width(clip_model)
         self.deep_text = deep_prompts(depth_text - 1, n_ctx_text, self.ctx.shape[-1])

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .coop import CoOpCLIP
 from .zero_shot import zero_shot_text_features
+from ..dpc.errors import ConfigError
 
 
 def knowledge_guided_distance(text_features: torch.Tensor, frozen_text_features: torch.Tensor) -> torch.Tensor:
@@ -34,7 +35,7 @@ class KgCoOpCLIP(CoOpCLIP):
     def __init__(self, classnames, clip_model, template: str = "a photo of a {}.", n_ctx: int = 4,
                  ctx_init: str = "a photo of a", csc: bool = False):
         if "{}" not in template:
-            raise ValueError(f"KGCOOP.TEMPLATE must contain '{{}}' where the class name goes, got {template!r}")
+            raise ConfigError(f"KGCOOP.TEMPLATE must contain '{{}}' where the class name goes, got {template!r}")
         super().__init__(classnames, clip_model, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position="end")
         self.template = template
         self.register_buffer("frozen_text_features", zero_shot_text_features(clip_model, classnames, (template,)),

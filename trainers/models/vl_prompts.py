@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..encoders import count_tokens, embed_texts
+from ..dpc.errors import ConfigError
 
 
 def text_layers(clip_model) -> int:
@@ -28,7 +29,7 @@ def vision_width(clip_model) -> int:
 def check_depth(key: str, depth: int, n_layers: int, minimum: int = 1) -> None:
     """A prompt depth counts the blocks that see prompts: ``minimum`` .. number of layers."""
     if not minimum <= depth <= n_layers:
-        raise ValueError(f"{key} must be between {minimum} and the number of transformer layers "
+        raise ConfigError(f"{key} must be between {minimum} and the number of transformer layers "
                          f"({n_layers}), got {depth}")
 
 
@@ -42,7 +43,7 @@ def check_image_size(size, clip_model, source: str = "") -> None:
     expected = clip_model.visual.input_resolution
     if (h, w) != (expected, expected):
         of = f" of {source}" if source else ""
-        raise ValueError(f"INPUT.SIZE is ({h}, {w}) but the CLIP image encoder{of} takes {expected}x{expected} "
+        raise ConfigError(f"INPUT.SIZE is ({h}, {w}) but the CLIP image encoder{of} takes {expected}x{expected} "
                          f"images (its positional embedding has a fixed size): set INPUT.SIZE \"({expected}, "
                          f"{expected})\", or use CLIP weights made for {h}x{w} images")
 
@@ -70,14 +71,14 @@ class TextContextLearner(nn.Module):
     def __init__(self, classnames: Sequence[str], clip_model, n_ctx: int, ctx_init: str = ""):
         super().__init__()
         if n_ctx < 1:
-            raise ValueError(f"the number of text context tokens must be >= 1, got {n_ctx}")
+            raise ConfigError(f"the number of text context tokens must be >= 1, got {n_ctx}")
         dtype = clip_model.dtype
         width = clip_model.ln_final.weight.shape[0]
         ctx_init = ctx_init.replace("_", " ").strip()
         if ctx_init:
             available = count_tokens(ctx_init)
             if n_ctx > available:
-                raise ValueError(f"{n_ctx} context tokens requested but CTX_INIT {ctx_init!r} has only "
+                raise ConfigError(f"{n_ctx} context tokens requested but CTX_INIT {ctx_init!r} has only "
                                  f"{available}; lower N_CTX or use a longer CTX_INIT (or '' for random init)")
             _, embedding = embed_texts(clip_model, [ctx_init])
             ctx = embedding[0, 1:1 + n_ctx].clone()
