@@ -5,7 +5,9 @@
 #   OUTPUT_ROOT  where runs go (default: output, relative to the repository)
 #   SHOTS        shots per base class (default: 16)
 #   PYTHON       interpreter (default: python)
-#   FORCE=1      redo evaluations that already finished (train.py --force)
+#   FORCE=1      redo evaluations that already finished, and start over a run recorded with other settings,
+#                CLIP weights, dataset files or code behaviour version (train.py --force); a finished
+#                training run with the same ones is still reused
 #   DPC_VERBOSE=1  train.py prints its whole log on the terminal (default: a header, progress bars, results)
 # train.py itself reuses a finished run only when its settings fingerprint matches, resumes an
 # interrupted one only with the same settings, and refuses a directory another process holds.
@@ -150,11 +152,12 @@ last_epoch() {
 train_into() {
     local kind=$1 subsample=$2 dataset=$3 trainer=$4 config=$5 seed=$6
     shift 6
-    local dir data_config
+    local dir data_config force=()
     dir=$(run_path "$kind" "$dataset" "$trainer" "$config" "$seed")
     data_config=$(dataset_config "$dataset")
+    if [ "${FORCE:-0}" = 1 ]; then force=(--force); fi
     echo "[$trainer] training in $dir"
-    "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
+    "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" "${force[@]}" \
         --dataset-config-file "$data_config" --config-file "$config" --output-dir "$dir" \
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$subsample" "$@"
 }

@@ -10,6 +10,7 @@ from PIL import Image
 from tests.conftest import ROOT
 from tools import pretrain_clip
 from tools.pretrain_clip import Recipe, SceneSampler, ensure_pretrained, pretrain
+from trainers.dpc.errors import UserError
 from tools.toyworld import dataset as toy_dataset
 from tools.toyworld.captions import caption_table, shape_caption_table
 from tools.toyworld.dataset import render_split, write_toyworld
@@ -164,6 +165,22 @@ def test_ensure_pretrained_trains_only_when_the_file_is_absent(tmp_path, monkeyp
     assert ensure_pretrained() == str(tmp_path / "cache.pt") and calls == [tmp_path / "cache.pt"]
     (tmp_path / "cache.pt").write_bytes(b"weights")
     assert ensure_pretrained() == str(tmp_path / "cache.pt") and len(calls) == 1
+
+
+def test_the_shipped_toy_clip_is_checked_against_its_sha256(tmp_path, monkeypatch):
+    monkeypatch.delenv(pretrain_clip.CACHE_ENV, raising=False)
+    monkeypatch.setenv("DPC_CACHE", str(tmp_path / "digests"))
+    assert ensure_pretrained() == str(pretrain_clip.SHIPPED)  # the file in the repository is intact
+    report = json.loads((pretrain_clip.SHIPPED.parent / (pretrain_clip.SHIPPED.name + ".json")).read_text())
+    assert report["accuracy"]["downstream_test"]["base"] > 50  # its zero-shot report travels with it
+    damaged = tmp_path / "toy.pt"
+    content = bytearray(pretrain_clip.SHIPPED.read_bytes())
+    content[len(content) // 2] ^= 1  # one bit flipped inside a tensor
+    damaged.write_bytes(bytes(content))
+    with pytest.raises(UserError, match=r"toy\.pt is damaged or was replaced \(sha256 .*git checkout"):
+        pretrain_clip.check_shipped(damaged)
+    with pytest.raises(UserError, match="is missing: restore it"):
+        pretrain_clip.check_shipped(tmp_path / "absent.pt")
 
 
 FAKE_REPORT = {"steps": 1, "batch": 2, "seed": 0, "train_seconds": 1.0,

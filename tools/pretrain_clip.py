@@ -1,10 +1,15 @@
-"""Pretrain the toy world's CLIP from scratch, save it in OpenAI's format and cache it.
+"""Pretrain the toy world's CLIP from scratch and save it in OpenAI's format; the project ships the result.
 
+    python -m tools.pretrain_clip                                                  # the shipped weights' path
     python -m tools.pretrain_clip OUT.pt [--steps 1500] [--batch 256] [--seed 0]   # train into OUT.pt
-    python -m tools.pretrain_clip                                                  # the cached weights
 
     from tools.pretrain_clip import ensure_pretrained
     path = ensure_pretrained()  # then MODEL.BACKBONE.NAME custom MODEL.BACKBONE.PATH <path>
+
+The demo, the tests and the study use ``assets/toyworld-clip-v1.pt`` (made by this module with the default
+recipe, checked against its sha256 at every load), so they start from the same weights on every machine:
+float sums differ between CPU kinds (AVX2 and AVX-512 kernels), so a pretraining elsewhere gives other
+weights, whatever the seed. ``$DPC_TOYWORLD_CLIP`` names another file instead (pretrained there when absent).
 
 The model is a real ``clip.model.CLIP`` with the real BPE tokenizer (about 7M parameters, 6.3M of them the
 token embedding): embed 64; ViT 3 layers, width 128, patch 8 at 32 px; text 2 layers, width 128, 2 heads,
@@ -17,7 +22,6 @@ accuracies (tools/toyworld/zero_shot.py) and the run's settings go to ``<OUT>.js
 Deterministic: the model is initialised from ``--seed`` and every scene and caption is drawn from one
 generator seeded by it, on one torch thread (``--threads``); the same seed and thread count on the same kind
 of CPU gives the same weights. Files are written to a temporary name and renamed, so an interrupted run leaves nothing behind.
-The cache is ``$DPC_TOYWORLD_CLIP`` or ``~/.cache/dpc/toyworld-clip-v<VERSION>.pt``; it is trained once.
 """
 from __future__ import annotations
 
@@ -47,8 +51,11 @@ from tools.toyworld.vocab import (ALL_PAIRS, CAPTION_TEMPLATES, N_WORDS, SEEN_PA
                                   UNNAMED_COLOURS, UNNAMED_SHARE, UNSEEN_PAIRS, pair_name)
 from tools.toyworld.zero_shot import PER_PAIR, PROMPT, downstream_accuracy, normalize, pair_accuracy
 
-VERSION = 1  # of the model, the world and the recipe: bump to retrain the cached weights
+VERSION = 1  # of the model, the world and the recipe: bump to ship new weights
 CACHE_ENV = "DPC_TOYWORLD_CLIP"
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "assets" / f"toyworld-clip-v{VERSION}.pt"
+SHIPPED_SHA256 = "3432170f5b714e21372889c71c7f606d5c049dc4b9e76aa4c2cecbd6da3ea58b"
 ARCHITECTURE = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_width=128, vision_patch_size=8,
                     context_length=16, vocab_size=49408, transformer_width=128, transformer_heads=2,
                     transformer_layers=2)
@@ -67,8 +74,9 @@ class Recipe:
     threads: int = 1
 
 
-def default_cache_path() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dpc" / f"toyworld-clip-v{VERSION}.pt")
+def chosen_path() -> Path:
+    """``$DPC_TOYWORLD_CLIP`` when set, else the shipped weights."""
+    return Path(os.environ[CACHE_ENV]).expanduser() if os.environ.get(CACHE_ENV) else SHIPPED
 
 
 def build_toy_clip(seed: int = 0) -> CLIP:
@@ -208,6 +216,8 @@ def pretrain(out, recipe: Recipe = Recipe(), progress: bool = True, per_pair: in
         "unseen_pairs": [pair_name(p) for p in UNSEEN_PAIRS], "prompt": PROMPT,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "clip": getattr(clip, "__version__", "openai/CLIP")},
+        "cpu": {"processor": platform.processor() or platform.machine(),
+                "torch_kernels": torch.backends.cpu.get_cpu_capability()},  # AVX2 and AVX512 kernels sum differently
     }
     with _written_atomically(out) as weights:  # the weights appear last, once their report is written
         save_openai_format(model, weights)
@@ -216,11 +226,29 @@ def pretrain(out, recipe: Recipe = Recipe(), progress: bool = True, per_pair: in
     return report
 
 
-def ensure_pretrained(path=None, progress: bool = True) -> str:
-    """Path of the pretrained toy CLIP (``path``, else ``$DPC_TOYWORLD_CLIP``, else the cache), trained if absent."""
-    path = Path(path).expanduser() if path else default_cache_path()
+def check_shipped(path: Path = SHIPPED, expected: str = SHIPPED_SHA256) -> None:
+    """The shipped weights must be the file this project was released with (sha256), else an error with the fix."""
+    from trainers.dpc.errors import UserError
+    from trainers.provenance import cached_sha256
+
+    restore = (f"restore it with `git checkout -- {SHIPPED.relative_to(ROOT)}`, or pretrain your own "
+               f"(`python -m tools.pretrain_clip OUT.pt`, ~9 min) and set {CACHE_ENV}=OUT.pt")
     if not path.is_file():
-        print(f"No pretrained toy CLIP at {path}: pretraining it once (about 8-10 minutes on one CPU thread)")
+        raise UserError(f"the shipped toy CLIP {path} is missing: {restore}")
+    found = cached_sha256(str(path))
+    if found != expected:
+        raise UserError(f"the shipped toy CLIP {path} is damaged or was replaced (sha256 {found[:12]}..., expected "
+                        f"{expected[:12]}...): {restore}")
+
+
+def ensure_pretrained(path=None, progress: bool = True) -> str:
+    """Path of the toy CLIP: ``path`` or ``$DPC_TOYWORLD_CLIP`` (pretrained there if absent), else the shipped
+    weights (checked against their sha256)."""
+    path = Path(path).expanduser() if path else chosen_path()
+    if path == SHIPPED:
+        check_shipped()
+    elif not path.is_file():
+        print(f"No pretrained toy CLIP at {path}: pretraining it once (about 9 minutes on one CPU thread)")
         print(summary(pretrain(path, progress=progress)))
     return str(path)
 
@@ -236,8 +264,8 @@ def summary(report: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tools.pretrain_clip", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", nargs="?", help=f"weights to write (default: the cache, ${CACHE_ENV} or "
-                                               f"~/.cache/dpc/, trained only if absent)")
+    parser.add_argument("out", nargs="?", help=f"weights to write (without: print the shipped weights' path, or "
+                                               f"${CACHE_ENV}'s, pretrained there when absent)")
     defaults = Recipe()
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch", type=int, default=defaults.batch)
@@ -251,7 +279,7 @@ def main(argv=None):
     recipe = Recipe(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads)
     if args.out is None:
         if recipe != defaults:
-            parser.error("--steps/--batch/--lr/--seed/--threads need OUT (the cache always holds the default recipe)")
+            parser.error("--steps/--batch/--lr/--seed/--threads need OUT (the shipped weights are the default recipe's)")
         with contextlib.redirect_stdout(sys.stderr):  # stdout is the path alone: MODEL.BACKBONE.PATH "$(...)"
             path = ensure_pretrained()
         print(path)

@@ -47,7 +47,12 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
 from trainers.dpc.files import atomic_write_text  # noqa: E402  (torch-free)
 
 REPO = Path(__file__).resolve().parent.parent
-WAIT_FOR_LOCK_ENV = {"DPC_WAIT_FOR_LOCK": "1"}
+# train.py waits for a run directory another sweep holds, and redraws its progress bar in the job log every 5 s
+WAIT_FOR_LOCK_ENV = {"DPC_WAIT_FOR_LOCK": "1", "DPC_PROGRESS_SECONDS": "5"}
+HEARTBEAT_SECONDS = 15  # a progress line at least this often while jobs run
+# the last stage header and progress bar that train.py wrote into a job log
+STAGE_LINE = re.compile(r"\[(train|eval)\] (\S+) on \S+?: (\w+) classes")
+BAR_STATE = re.compile(r"(train|eval): +(\d+)%\|[^|]*\| *\d+/\d+ \[[^,\]]*, ETA ([^,\]]+)")
 CLUSTERS = ("slurm", "local", "debug")
 STATUSES = ("done", "failed", "skipped")
 TAIL_LINES = 5
@@ -153,7 +158,7 @@ def _check_acyclic(jobs: Sequence[Job]) -> None:
 
 
 def job_environment(job: Job, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    """os.environ + job.env + DPC_WAIT_FOR_LOCK=1 + launcher extras (e.g. CUDA_VISIBLE_DEVICES)."""
+    """os.environ + job.env + WAIT_FOR_LOCK_ENV + launcher extras (e.g. CUDA_VISIBLE_DEVICES)."""
     env = dict(os.environ)
     env.update(job.env)
     env.update(WAIT_FOR_LOCK_ENV)
@@ -496,6 +501,24 @@ def tail_lines(path: Optional[str], count: int) -> List[str]:
     return text.rstrip("\n").splitlines()[-count:]
 
 
+def job_progress(log_path: Optional[str]) -> str:
+    """Where a running job is, from its log's last train.py stage and bar: 'DPC_CoOp base train 42%, ETA 00:40'."""
+    if not log_path:
+        return ""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(log_path) - 16384))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    stages, bars = list(STAGE_LINE.finditer(tail)), list(BAR_STATE.finditer(tail))
+    stage = f"{stages[-1].group(2)} {stages[-1].group(3)}" if stages else ""
+    if bars and (not stages or bars[-1].start() > stages[-1].start()):
+        kind, percent, eta = bars[-1].groups()
+        return f"{stage} {kind} {percent}%, ETA {eta}".strip()
+    return f"{stage} starting".strip() if stage else ""
+
+
 def format_duration(seconds: float) -> str:
     """0.4s, 12s, 3m10s, 1h02m."""
     if seconds < 10:
@@ -580,6 +603,7 @@ class _Sweep:
             for dep in job.deps:
                 self.dependents[dep].append(job.name)
         self.start_time = time.monotonic()
+        self.last_line = self.start_time
 
     def run(self) -> SweepReport:
         self._emit(f"{len(self.results)} jobs, {self.launcher.describe()}, logs in {self.log_dir}")
@@ -588,6 +612,8 @@ class _Sweep:
                 started = self._start_ready_jobs()
                 finished = self._collect_finished_jobs()
                 if not (started or finished):
+                    if self.running and time.monotonic() - self.last_line >= HEARTBEAT_SECONDS:
+                        self._heartbeat()
                     time.sleep(self.launcher.poll_seconds)
         except BaseException:  # Ctrl-C (or a bug): leave no job behind
             self._stop_running_jobs()
@@ -687,7 +713,17 @@ class _Sweep:
         """One progress line, then sweep.json so that it always matches what was printed."""
         self.stream.write(f"[sweep] {self._counts_text()} | {event}\n")
         self.stream.flush()
+        self.last_line = time.monotonic()
         self._write_json()
+
+    def _heartbeat(self) -> None:
+        """What each running job is doing (its train.py stage and progress bar), while nothing starts or ends."""
+        now = time.monotonic()
+        parts = []
+        for name in self.running:
+            where = job_progress(self.results[name].log)
+            parts.append(f"{name} {format_duration(now - self.started_at[name])}" + (f": {where}" if where else ""))
+        self._emit("running " + "; ".join(parts))
 
     def _write_json(self) -> None:
         statuses = [r.status for r in self.results.values()]

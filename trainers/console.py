@@ -18,6 +18,7 @@ from .dpc.errors import UserError, one_line
 
 ENV = "DPC_VERBOSE"
 FLAG = "--verbose"
+PROGRESS_ENV = "DPC_PROGRESS_SECONDS"
 
 # lines the quiet terminal still shows (the rest only goes to the log)
 SHOWN = re.compile(
@@ -127,9 +128,11 @@ class Console:
         from tqdm import tqdm
 
         tty = hasattr(self.terminal, "isatty") and self.terminal.isatty()
-        # on a pipe or a file a bar is redrawn at most every 30 s (it always ends with its final state)
+        # on a pipe or a file a bar is redrawn at most every 30 s, or DPC_PROGRESS_SECONDS (a sweep's job logs: 5 s);
+        # it always ends with its final state
+        every = 0.1 if tty else float(os.environ.get(PROGRESS_ENV) or 30.0)
         return tqdm(total=total, desc=desc, file=self.terminal, bar_format=BAR, dynamic_ncols=tty,
-                    mininterval=0.1 if tty else 30.0, **kwargs)
+                    mininterval=every, **kwargs)
 
     # ------------------------------------------------------------------ stages
     def header(self, cfg, eval_only: bool):
