@@ -266,3 +266,20 @@ def test_bad_launcher_args_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit):
         parse(argv)
     assert message in capsys.readouterr().err
+
+
+def test_a_running_jobs_progress_is_read_from_its_log(tmp_path):
+    from tools.sweep import job_progress
+
+    log = tmp_path / "job.log"
+    log.write_text("$ bash scripts/dpc/base2new_train.sh toyworld 1\n[train] CoOp on ToyWorld: base classes, 16 shots\n"
+                   "train:   0%|      | 0/240 [00:00, ETA ?]\rtrain:  42%|###   | 101/240 [00:05, ETA 00:07, epoch 9/20]\n"
+                   "[train] DPC_CoOp on ToyWorld: base classes, 16 shots, seed 1\n")
+    assert job_progress(str(log)) == "DPC_CoOp base starting"  # a new stage, before its first bar
+    with open(log, "a") as f:
+        f.write("train:  12%|#     | 240/2000 [00:30, ETA 03:40, epoch 3/20, loss 1.2]")
+    assert job_progress(str(log)) == "DPC_CoOp base train 12%, ETA 03:40"
+    other = tmp_path / "curve.log"
+    other.write_text("\r  epoch curve 3/42 (base, epoch 2), ETA   40s\r  epoch curve 4/42 (base, epoch 3), ETA   38s")
+    assert job_progress(str(other)) == "epoch curve 4/42 (base, epoch 3), ETA 38s"
+    assert job_progress(str(tmp_path / "absent.log")) == "" and job_progress(None) == ""

@@ -2,7 +2,7 @@
 
     python -m tools.demo [--backbone coop] [--seeds 1 2 3] [--root output/demo] [--workers 2]
 
-1. writes the ToyWorld dataset (seconds) and pretrains the toy CLIP unless it is cached (~9 min on one thread, once);
+1. writes the ToyWorld dataset (seconds, once) and checks the shipped toy CLIP (assets/toyworld-clip-v1.pt);
 2. runs ``scripts/dpc/base2new_train.sh toyworld SEED BACKBONE`` per seed (stage 1, DPC stage 2, base and new
    tests; finished runs are reused), ``--workers`` at a time, one thread each;
 3. evaluates every stage-1 epoch on the base and new classes (tools/epoch_curve.py, a job per seed);
@@ -58,11 +58,11 @@ def curve_job(name: str, run_dir: str, after: str, env=()) -> Job:
     return Job(name, (sys.executable, "tools/epoch_curve.py", run_dir), env=env, deps=(after,))
 
 
-def demo_jobs(backbone: str, seeds, data: str, output: str, weights: str) -> list[Job]:
+def demo_jobs(backbone: str, seeds, data: str, output: str, weights: str, threads: int = 1) -> list[Job]:
     options = toyworld_options(weights)
     if backbone == "promptkd":  # the teacher is the same toy CLIP (there is no larger one)
         options += ["TRAINER.PROMPTKD.TEACHER_NAME", "custom", "TRAINER.PROMPTKD.TEACHER_PATH", weights]
-    env = {"DATA_ROOT": data, "OUTPUT_ROOT": output, "SHOTS": str(SHOTS), "OMP_NUM_THREADS": "1",
+    env = {"DATA_ROOT": data, "OUTPUT_ROOT": output, "SHOTS": str(SHOTS), "OMP_NUM_THREADS": str(threads),
            "PYTHON": sys.executable}
     stage1 = run_dirs(output, BACKBONES[backbone], "train_base")
     runs, curves, first = [], [], None
@@ -175,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default=os.path.join("output", "demo"),
                         help="data, runs, figure and table go here (default: output/demo)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="runs at a time")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per run (float sums, and so the last digits, depend on it)")
     args = parser.parse_args(argv)
     if min(args.seeds) < 1:
         parser.error("seeds are positive integers")
@@ -186,7 +188,7 @@ def main(argv=None) -> int:
     print(f"[demo] ToyWorld dataset: {write_toyworld(data)}")
     weights = ensure_pretrained()
     print(f"[demo] pretrained toy CLIP: {weights}")
-    report = run_jobs(demo_jobs(args.backbone, args.seeds, data, output, weights),
+    report = run_jobs(demo_jobs(args.backbone, args.seeds, data, output, weights, args.threads),
                       LocalLauncher(workers=args.workers), os.path.join(root, "logs"))
     if not report.ok:
         print(report.summary(), file=sys.stderr)

@@ -502,7 +502,8 @@ def tail_lines(path: Optional[str], count: int) -> List[str]:
 
 
 def job_progress(log_path: Optional[str]) -> str:
-    """Where a running job is, from its log's last train.py stage and bar: 'DPC_CoOp base train 42%, ETA 00:40'."""
+    """Where a running job is, from its log: the last train.py stage and bar ('DPC_CoOp base train 42%, ETA 00:40'),
+    else the last progress line with an ETA that the job printed (e.g. tools/epoch_curve.py's)."""
     if not log_path:
         return ""
     try:
@@ -516,7 +517,10 @@ def job_progress(log_path: Optional[str]) -> str:
     if bars and (not stages or bars[-1].start() > stages[-1].start()):
         kind, percent, eta = bars[-1].groups()
         return f"{stage} {kind} {percent}%, ETA {eta}".strip()
-    return f"{stage} starting".strip() if stage else ""
+    if stage:
+        return f"{stage} starting"
+    lines = [line.strip() for line in re.split(r"[\r\n]", tail) if "ETA" in line]
+    return " ".join(lines[-1].split())[:80] if lines else ""
 
 
 def format_duration(seconds: float) -> str:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The built-in default: DPC on ToyWorld, a colour x shape world, with a CLIP pretrained there from scratch (CPU):
 #   bash scripts/dpc/demo.sh [coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd]
-# Pretrains the toy CLIP unless cached (~10 min once), runs scripts/dpc/base2new_train.sh toyworld over seeds 1 2 3,
-# prints zero-shot CLIP, the backbone and backbone+DPC (base / new / H, chance level) and writes a figure.
+# With the shipped toy CLIP (assets/), runs scripts/dpc/base2new_train.sh toyworld over seeds 1 2 3, prints zero-shot
+# CLIP, the backbone and backbone+DPC (base / new / H, chance level) and writes a figure (python -m tools.demo --help).
 # Everything goes to output/demo/ (or DEMO_ROOT); finished runs are reused, so a second call takes seconds.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
