@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tests.conftest import ROOT
-from tools.epoch_curve import split_curve
+from tools.epoch_curve import TestSet, split_curve
 from tools.pretrain_clip import ensure_pretrained, report_path
 from tools.toyworld.dataset import write_toyworld
 from tools.toyworld.options import toyworld_options
@@ -79,6 +79,21 @@ def test_epoch_curve_starts_at_zero_shot_and_ends_at_the_trainers_accuracy(world
     assert new[0] == pytest.approx(world["zero_shot"]["new"], abs=0.01)
     assert base[EPOCHS] == pytest.approx(stage1["base"], abs=0.01)
     assert new[EPOCHS] == pytest.approx(stage1["new"], abs=0.01)
+
+
+@pytest.mark.parametrize("trainer,config,image_features_kept", [
+    ("CoOp", COOP, True),  # prompts on the text side only: image features computed once
+    ("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep20_batch32_2ctx.yaml", False),  # prompted image tower
+])
+def test_the_epoch_curves_cached_test_set_gives_the_trainers_own_accuracy(world, stage1, trainer, config,
+                                                                          image_features_kept):
+    _, model = build(world, trainer, config, world["root"] / f"cached_{trainer}", "new")
+    test_set = TestSet(model)
+    assert test_set.accuracy() == float(model.test())
+    assert test_set.features is image_features_kept and len(test_set.batches) > 1
+    if trainer == "CoOp":
+        model.load_model(stage1["dir"], epoch=EPOCHS)  # another epoch's prompt: only the text side is recomputed
+        assert test_set.accuracy() == float(model.test()) == stage1["new"]
 
 
 def test_dpc_with_w_new_zero_predicts_new_classes_exactly_as_stage1(world, stage1):

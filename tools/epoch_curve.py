@@ -68,6 +68,73 @@ def run_config(run_dir: str, subsample: str, output_dir: str, root: str = ""):
     return cfg
 
 
+CACHE_BYTES = 2 << 30  # test images kept in memory between epochs (beyond: read again every epoch)
+
+
+class TestSet:
+    """Dassl's ``trainer.test()`` for one trainer over many epochs, reading the test images once.
+
+    The test transform is deterministic, so the parsed batches of the first evaluation serve every later one
+    (when they fit in CACHE_BYTES). When the model's image features do not depend on its trainable tensors (CoOp,
+    KgCoOp: prompts on the text side only), they are computed once too, and each epoch only encodes the text;
+    the first batch checks that this gives the model's own logits exactly, else every batch runs the model.
+    Trainers that override ``test`` (DPC's modes and sweeps) always run their own."""
+
+    def __init__(self, trainer):
+        from dassl.engine.trainer import SimpleTrainer
+
+        self.trainer = trainer
+        self.own_test = type(trainer).test is not SimpleTrainer.test
+        self.batches = None  # [(images or image features, labels)]
+        self.features = False
+
+    def accuracy(self) -> float:
+        import torch
+
+        trainer = self.trainer
+        if self.own_test:
+            return float(trainer.test())
+        if self.batches is None:
+            self.batches = self._read()
+            if self.batches is None:  # too large to keep
+                self.own_test = True
+                return float(trainer.test())
+        trainer.set_model_mode("eval")
+        trainer.evaluator.reset()
+        model = trainer.model
+        with torch.no_grad():
+            text = model.encode_text() if self.features else None
+            for inputs, labels in self.batches:
+                output = model.logits(inputs, text) if self.features else trainer.model_inference(inputs)
+                trainer.evaluator.process(output, labels)
+        return float(list(trainer.evaluator.evaluate().values())[0])
+
+    def _read(self):
+        import torch
+
+        batches, size = [], 0
+        for batch in self.trainer.test_loader:
+            inputs, labels = self.trainer.parse_batch_test(batch)
+            size += inputs.numel() * inputs.element_size()
+            if size > CACHE_BYTES:
+                return None
+            batches.append((inputs, labels))
+        model = self.trainer.model
+        if all(hasattr(model, name) for name in ("encode_image", "encode_text", "logits")) and batches:
+            self.trainer.set_model_mode("eval")
+            with torch.enable_grad():
+                first = model.encode_image(batches[0][0])
+            if not first.requires_grad:  # no trainable tensor on the image side
+                with torch.no_grad():
+                    same = torch.equal(model.logits(first, model.encode_text()),
+                                       self.trainer.model_inference(batches[0][0]))
+                if same:
+                    with torch.no_grad():
+                        batches = [(model.encode_image(inputs), labels) for inputs, labels in batches]
+                    self.features = True
+        return batches
+
+
 def split_curve(run_dir: str, subsample: str, epochs: list[int], root: str = "", progress=None) -> dict:
     """{epoch: accuracy (%)} on the ``subsample`` classes' test split; epoch 0 is the untrained trainer."""
     import train
@@ -80,11 +147,12 @@ def split_curve(run_dir: str, subsample: str, epochs: list[int], root: str = "",
             if cfg.SEED >= 0:
                 set_random_seed(cfg.SEED)
             trainer = train.build(cfg)
+        test_set = TestSet(trainer)
         for epoch in [0] + epochs:
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):  # Dassl's test progress bar too
                 if epoch:
                     trainer.load_model(run_dir, epoch=epoch)
-                curve[epoch] = round(float(trainer.test()), 2)
+                curve[epoch] = round(test_set.accuracy(), 2)
             if progress:
                 progress(subsample, epoch)
     return curve
