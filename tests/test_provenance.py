@@ -176,7 +176,8 @@ def test_errors_of_ours_are_one_line_and_others_keep_their_traceback(capsys):
 
     assert console.exit_on_user_error(bad_option, None, verbose=False) == 2
     err = capsys.readouterr().err
-    assert err == "error: DPC.W_BASE must be in (0, 1], got 1.5: set it to 0.2; or 1.0 (traceback: --verbose)\n"
+    assert err == ("error: DPC.W_BASE must be in (0, 1], got 1.5: set it to 0.2; or 1.0 "
+                   "(traceback: DPC_VERBOSE=1, or train.py --verbose)\n")
     assert console.exit_on_user_error(bad_option, None, verbose=True) == 2
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):") and err.endswith("set it to 0.2; or 1.0\n")
@@ -195,7 +196,7 @@ def test_train_py_refuses_a_bad_option_in_one_line_with_status_2(tmp_path):
            "--config-file", "configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml", "DPC.W_BAS", "0.5"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert re.fullmatch(r"error: bad option on the command line: .*DPC\.W_BAS.* \(traceback: --verbose\)\n",
-                        proc.stderr), proc.stderr
+    assert re.fullmatch(r"error: bad option on the command line: .*DPC\.W_BAS.* "
+                        r"\(traceback: DPC_VERBOSE=1, or train.py --verbose\)\n", proc.stderr), proc.stderr
     proc = subprocess.run(cmd[:2] + ["--verbose"] + cmd[2:], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback (most recent call last)" in proc.stderr

@@ -292,4 +292,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from trainers.console import exit_on_user_error, verbose_requested
+
+    sys.exit(exit_on_user_error(main, None, verbose_requested()))

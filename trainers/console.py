@@ -54,13 +54,14 @@ if not verbose_requested(FLAG in sys.argv[1:]):
 
 
 def exit_on_user_error(main, args, verbose: bool) -> int:
-    """Run ``main(args)``; an error of ours (``UserError``) becomes one ``error:`` line on stderr and status 2.
+    """Run ``main(args)`` and return its status (None: 0); an error of ours (``UserError``) becomes one ``error:``
+    line on stderr and status 2.
 
     Its traceback goes to the run's log when one is open (Dassl's logger behind ``sys.stdout``: in quiet mode
     the terminal does not show it) and to the terminal with ``verbose``. Other exceptions keep their traceback.
     """
     try:
-        main(args)
+        return main(args) or 0
     except UserError as err:
         details = traceback.format_exc()
         if verbose:
@@ -71,10 +72,9 @@ def exit_on_user_error(main, args, verbose: bool) -> int:
             sys.stdout.flush()
             hint = " (traceback in the run's log.txt)"
         else:
-            hint = f" (traceback: {FLAG})"
+            hint = f" (traceback: {ENV}=1, or train.py {FLAG})"
         sys.stderr.write(f"error: {one_line(err)}{hint}\n")
         return 2
-    return 0
 
 
 class QuietStream:
