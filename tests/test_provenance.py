@@ -106,7 +106,7 @@ def test_runs_from_before_versions_are_reused_with_a_notice_and_never_resumed(tm
         run_dir.previous_run(str(tmp_path), dict(now, **{"OPTIM.MAX_EPOCH": 3}))
     assert run_dir.previous_run(str(tmp_path), now, force=True) == run_dir.REPLACE
     os.remove(tmp_path / "done.json")
-    with pytest.raises(run_dir.RunDirError, match="(?s)interrupted run.*unknown .* only resumed by the code that started"):
+    with pytest.raises(run_dir.RunDirError, match="(?s)interrupted run.*unknown .* only resumed by the code that"):
         run_dir.previous_run(str(tmp_path), now)
 
 

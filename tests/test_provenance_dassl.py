@@ -51,7 +51,8 @@ def test_weights_data_and_code_version_decide_reuse(tmp_path):
     split = data / "eurosat" / "split_zhou_EuroSAT.json"
     split.write_text(split.read_text().replace("Annual Crop Land", "Annual Crop"))  # the dataset was redone
     refused = train()
-    assert refused.returncode == 2 and "dataset files: {" in refused.stderr and "split_zhou_EuroSAT.json" in refused.stderr
+    assert refused.returncode == 2 and "dataset files: {" in refused.stderr
+    assert "split_zhou_EuroSAT.json" in refused.stderr
     split.write_text(split.read_text().replace("Annual Crop", "Annual Crop Land"))
     assert "(skipped)" in train().stdout
 
