@@ -25,5 +25,5 @@ def read_options(path: str = OPTIONS_FILE) -> list[str]:
 
 
 def toyworld_options(weights: str | None = None) -> list[str]:
-    """The options of configs/datasets/toyworld.opts plus the pretrained toy CLIP (trained if absent)."""
+    """The options of configs/datasets/toyworld.opts plus the toy CLIP (the shipped one unless $DPC_TOYWORLD_CLIP)."""
     return read_options() + ["MODEL.BACKBONE.PATH", weights or ensure_pretrained()]
