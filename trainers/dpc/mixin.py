@@ -40,12 +40,12 @@ import torch.nn.functional as F
 
 from dassl.data.transforms import build_transform
 
-from . import dassl_compat, decoupling
+from . import dassl_compat, decoupling, replay
 from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint, load_state_checked,
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
 from .config import EVAL_MODES, NEG_SOURCES, NEGATIVE_CHOICES, OBJECTIVES
-from .features import FeatureCapture, cosine_logits, find_feature_sites, replaced
+from .features import FeatureCapture, cosine_logits, find_feature_sites
 from .negatives import negative_bank
 from .loss import symmetric_infonce
 from .sampler import HardNegativeSampler, index_by_class
@@ -349,17 +349,17 @@ class DPCMixin:
         ``update_lr`` or its scheduler directly), else here. Batch-norm statistics do not move in the replay."""
         scheduler_steps = []
         with contextlib.ExitStack() as stack:
-            for optim in _unique(self._optims.values()):
-                stack.enter_context(_disabled(optim, "step"))
+            for optim in replay.unique(self._optims.values()):
+                stack.enter_context(replay.disabled(optim, "step"))
             scaler = getattr(self, "scaler", None)
             if scaler is not None:
-                stack.enter_context(_disabled(scaler, "step", "update"))
-            for sched in _unique(self._scheds.values()):
-                stack.enter_context(_counted(sched, "step", scheduler_steps))
+                stack.enter_context(replay.disabled(scaler, "step", "update"))
+            for sched in replay.unique(self._scheds.values()):
+                stack.enter_context(replay.counted(sched, "step", scheduler_steps))
             blocked = {}
-            for model in _unique((self.model, self.dpc_net)):
-                stack.enter_context(_trained_tensors_only(model, blocked))
-                stack.enter_context(_norm_statistics_kept(model))
+            for model in replay.unique((self.model, self.dpc_net)):
+                stack.enter_context(replay.trained_tensors_only(model, blocked))
+                stack.enter_context(replay.norm_statistics_kept(model))
             super().forward_backward(batch)
         self.model_zero_grad()
         if not scheduler_steps:
@@ -446,66 +446,3 @@ class DPCMixin:
             stage1 = meta.get("stage1") or {}
             print(f"Loaded DPC {name} from {path} (epoch {ckpt.get('epoch')}; stage 1: {stage1.get('dir')}, "
                   f"trained with update {meta.get('update', 'frozen')}, w_b={meta.get('w_base')}, K={meta.get('topk')})")
-
-
-def _unique(objects):
-    """The distinct non-None objects, in order."""
-    return list({id(o): o for o in objects if o is not None}.values())
-
-
-@contextlib.contextmanager
-def _counted(obj, method: str, calls: list):
-    """Calls of ``obj.method`` during the block are appended to ``calls`` (and made as usual)."""
-    call = getattr(obj, method)
-
-    def counting(*args, **kwargs):
-        calls.append(method)
-        return call(*args, **kwargs)
-
-    with replaced(obj, method, counting):
-        yield
-
-
-@contextlib.contextmanager
-def _disabled(obj, *methods: str):
-    """The named methods of ``obj`` do nothing during the block."""
-    with contextlib.ExitStack() as stack:
-        for method in methods:
-            stack.enter_context(replaced(obj, method, lambda *a, **k: None))
-        yield
-
-
-@contextlib.contextmanager
-def _norm_statistics_kept(model):
-    """Batch-norm layers of ``model`` normalise with their running statistics and leave them unchanged in the block."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
-    for norm in norms:
-        norm.train(False)
-    try:
-        yield
-    finally:
-        for norm in norms:
-            norm.train(True)
-
-
-@contextlib.contextmanager
-def _trained_tensors_only(model, blocked: dict):
-    """``model.load_state_dict`` changes only trainable parameters during the block; the largest change
-    refused for each other tensor is recorded in ``blocked``."""
-    load = model.load_state_dict
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-
-    def load_trained_only(state_dict, *args, **kwargs):
-        own = model.state_dict()
-        kept = dict(state_dict)
-        for key, value in state_dict.items():
-            if key in own and key not in trainable:
-                if torch.is_tensor(value) and torch.is_tensor(own[key]) and value.shape == own[key].shape:
-                    change = (value.to(own[key].device).double() - own[key].double()).abs().max().item()
-                    if change > 0:
-                        blocked[key] = max(change, blocked.get(key, 0.0))
-                kept[key] = own[key]
-        return load(kept, *args, **kwargs)
-
-    with replaced(model, "load_state_dict", load_trained_only):
-        yield
