@@ -19,13 +19,18 @@ optimizer steps disabled, so what it does at epoch end (the learning-rate schedu
 inside ``forward_backward``) keeps working. A ``load_state_dict`` it makes on the model then changes
 trained tensors only: the stage-1 prompts P and frozen weights stay as stage 1 left them.
 
-Class attribute: ``dpc_prompt_names``, fnmatch patterns of the tensors that get a dual (relative to each
-registered model); default: every trainable parameter of the registered models.
+Class attributes (fnmatch patterns relative to each registered model; ``None``: every tensor):
+``dpc_prompt_names``, the tensors that get a dual (default: every trainable parameter of the registered
+models); ``dpc_w_base_names`` and ``dpc_w_new_names``, the duals w_b and w_n act on (``tensor_rules``; the
+others train as plain parameters from stage 1 / give their stage-1 value on new classes). And
+``dpc_negative_transform``: "train" or "test", the Dassl transform of the negative images (``DPC.NEG_TRANSFORM
+auto``).
 
 Backbone loss terms run in parallel with L_CL (paper Sec. 3.3): a backbone trainer that defines
 ``regularization_terms(images, image_features, text_features) -> {name: loss}`` (PromptSRC's L_SCL,
 KgCoOp's term) gets those terms added to L_CL in stage 2, computed with P' on the anchors
-(``DPC.PARALLEL_LOSS`` turns this off). A DPC trainer can instead override ``dpc_extra_loss``.
+(``DPC.PARALLEL_LOSS`` turns this off). A DPC trainer can instead override ``dpc_extra_loss``. Without
+either, a backbone with its own ``forward_backward`` gets a note at the start of stage 2 (``backbone_terms``).
 """
 from __future__ import annotations
 
@@ -40,11 +45,12 @@ import torch.nn.functional as F
 
 from dassl.data.transforms import build_transform
 
-from . import dassl_compat, decoupling, replay
+from . import dassl_compat, decoupling, replay, tensor_rules
+from .backbone_terms import missing_terms_note
 from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint, load_state_checked,
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
-from .config import EVAL_MODES, NEG_SOURCES, NEGATIVE_CHOICES, OBJECTIVES
+from .config import EVAL_MODES, NEG_SOURCES, NEG_TRANSFORMS, NEGATIVE_CHOICES, OBJECTIVES
 from .features import FeatureCapture, cosine_logits, find_feature_sites
 from .negatives import negative_bank
 from .loss import symmetric_infonce
@@ -55,6 +61,9 @@ dassl_compat.apply()
 
 class DPCMixin:
     dpc_prompt_names = None
+    dpc_w_base_names = None  # the release's rule where there is one (DPC_PromptKD); None: every dual
+    dpc_w_new_names = None
+    dpc_negative_transform = "train"  # as the CoOp release
 
     # ---------------------------------------------------------------- configuration
     def check_cfg(self, cfg):
@@ -73,6 +82,9 @@ class DPCMixin:
         decoupling.check_choice("EVAL_MODE", d.EVAL_MODE, EVAL_MODES)
         decoupling.check_choice("OBJECTIVE", d.OBJECTIVE, OBJECTIVES)
         decoupling.check_choice("NEGATIVES", d.NEGATIVES, NEGATIVE_CHOICES)
+        decoupling.check_choice("NEG_TRANSFORM", d.NEG_TRANSFORM, NEG_TRANSFORMS)
+        decoupling.check_choice("W_BASE_TENSORS", d.W_BASE_TENSORS, tensor_rules.CHOICES)
+        decoupling.check_choice("W_NEW_TENSORS", d.W_NEW_TENSORS, tensor_rules.CHOICES)
 
     @classmethod
     def dpc_backbone_name(cls) -> str:
@@ -87,22 +99,29 @@ class DPCMixin:
         self.dpc_net = getattr(self.model, "module", self.model)  # unwrap DataParallel
         self.dpc_loading = None
         self.dpc_stage1 = self._dpc_load_stage1() if d.STAGE1_DIR else None
-        self.dpc_prompts = {}
-        for name, module in self._models.items():
-            names = decoupling.trainable_names(module, self.dpc_prompt_names)
-            if names:
-                decoupling.attach(module, names, w_train=d.W_BASE, w_new=d.W_NEW, base_prompt=d.BASE_PROMPT,
-                                  update=d.UPDATE)
-                self.dpc_prompts[name] = names
-            norms = decoupling.attach_statistics(module)
-            if norms:
-                print(f"DPC: batch-norm statistics of {', '.join(norms)} keep a stage-1 copy (used in stage1 and new modes)")
+        self.dpc_prompts = {name: names for name, module in self._models.items()
+                            if (names := decoupling.trainable_names(module, self.dpc_prompt_names))}
         if not self.dpc_prompts:
             raise ValueError(f"DPC found no learnable prompt tensor in {type(self).__name__}'s registered models; "
                              "set `dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
+        owner = type(self).__name__
+        self.dpc_weighted = tensor_rules.select(self.dpc_prompts, self.dpc_w_base_names, d.W_BASE_TENSORS, owner,
+                                                "dpc_w_base_names", "W_BASE_TENSORS")
+        mixed_new = tensor_rules.select(self.dpc_prompts, self.dpc_w_new_names, d.W_NEW_TENSORS, owner,
+                                        "dpc_w_new_names", "W_NEW_TENSORS")
+        for name, module in self._models.items():
+            if name in self.dpc_prompts:
+                decoupling.attach(module, self.dpc_prompts[name], w_train=d.W_BASE, w_new=d.W_NEW,
+                                  base_prompt=d.BASE_PROMPT, update=d.UPDATE, weighted=self.dpc_weighted[name],
+                                  mixed_new=mixed_new[name])
+            norms = decoupling.attach_statistics(module)
+            if norms:
+                print(f"DPC: batch-norm statistics of {', '.join(norms)} keep a stage-1 copy (used in stage1 and new modes)")
         n_tensors = sum(len(v) for v in self.dpc_prompts.values())
         print(f"DPC: {n_tensors} prompt tensors get a dual (update {d.UPDATE}, w_b={d.W_BASE:g}, "
               f"w_n={d.W_NEW:g}, base prompt {d.BASE_PROMPT})")
+        print(tensor_rules.report(self.dpc_prompts, self.dpc_weighted, mixed_new, owner,
+                                  (f"DPC.W_BASE_TENSORS {d.W_BASE_TENSORS}", f"DPC.W_NEW_TENSORS {d.W_NEW_TENSORS}")))
         decoupling.set_mode(self.dpc_net, "train")
         self.dpc_sampler = self.dpc_bank = self.dpc_capture = self.dpc_stage1_text = None
         if self.dpc_stage1 is not None:
@@ -180,10 +199,20 @@ class DPCMixin:
         seed = self.cfg.SEED if self.cfg.SEED >= 0 else None
         self.dpc_sampler = HardNegativeSampler(by_class, num_classes, d.TOPK, rng=random.Random(seed),
                                                classnames=dataset.classnames, choice=d.NEGATIVES)
-        self.dpc_bank = negative_bank([item.impath for item in items], build_transform(self.cfg, is_train=True),
+        transform = self.dpc_neg_transform()
+        self.dpc_bank = negative_bank([item.impath for item in items], build_transform(self.cfg, is_train=transform == "train"),
                                       max_bytes=int(d.NEG_STORE_GB * 2 ** 30), prefill=d.NEG_PREFILL)
         print(f"DPC: {d.NEGATIVES} negatives from {len(items)} {d.NEG_SOURCE} images of {num_classes} base classes, "
-              f"K={d.TOPK}")
+              f"K={d.TOPK}, through the {transform} transform (DPC.NEG_TRANSFORM {d.NEG_TRANSFORM})")
+
+    def dpc_neg_transform(self) -> str:
+        """'train' or 'test': the Dassl transform of the negative images (DPC.NEG_TRANSFORM, or the trainer's)."""
+        choice = self.cfg.DPC.NEG_TRANSFORM
+        if choice == "auto":
+            choice = self.dpc_negative_transform
+            if choice not in ("train", "test"):
+                raise ValueError(f"{type(self).__name__}.dpc_negative_transform must be 'train' or 'test', got {choice!r}")
+        return choice
 
     # ---------------------------------------------------------------- features
     def dpc_features(self, images):
@@ -248,10 +277,13 @@ class DPCMixin:
             d = self.cfg.DPC
             current = {"update": d.UPDATE, "w_base": d.W_BASE, "topk": d.TOPK, "neg_source": d.NEG_SOURCE,
                        "parallel_loss": d.PARALLEL_LOSS, "objective": d.OBJECTIVE, "negatives": d.NEGATIVES,
+                       "neg_transform": self.dpc_neg_transform(), "weighted_tensors": self.dpc_weighted,
                        "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
             saved = dict(meta, **{"stage-1 checkpoint": (meta.get("stage1") or {}).get("files", {}).get(name)})
             saved.setdefault("objective", "hard-negatives")  # written before these options existed
             saved.setdefault("negatives", "hard")
+            saved.setdefault("neg_transform", "train")
+            saved.setdefault("weighted_tensors", meta.get("prompt_tensors"))  # then w_b acted on every dual
             changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
             if changed:
                 raise ValueError(f"cannot resume {path} with other DPC settings ({'; '.join(changed)}): "
@@ -262,6 +294,9 @@ class DPCMixin:
             raise ValueError("DPC.STAGE1_DIR is empty: stage 2 needs the stage-1 run of "
                              f"{self.dpc_backbone_name()}. " + self._dpc_missing_stage1("<DPC.STAGE1_DIR>"))
         super().before_train()
+        note = missing_terms_note(self, DPCMixin)
+        if note:
+            print(note)
         if not self._dpc_custom_features():
             self._dpc_find_features()
         print(f"DPC: each epoch's last batch also runs {self.dpc_backbone_name()}.forward_backward without its "
@@ -416,8 +451,8 @@ class DPCMixin:
             "stage1": self.dpc_stage1, "update": d.UPDATE, "parallel_loss": d.PARALLEL_LOSS,
             "w_base": d.W_BASE, "w_new": d.W_NEW, "topk": d.TOPK,
             "neg_source": d.NEG_SOURCE, "base_prompt": d.BASE_PROMPT, "objective": d.OBJECTIVE,
-            "negatives": d.NEGATIVES,
-            "prompt_tensors": self.dpc_prompts,
+            "negatives": d.NEGATIVES, "neg_transform": self.dpc_neg_transform(),
+            "prompt_tensors": self.dpc_prompts, "weighted_tensors": self.dpc_weighted,
             "classnames": list(self.dm.dataset.classnames), "backbone": self.dpc_backbone_name(),
         }
         return extras
