@@ -200,7 +200,8 @@ class DPCMixin:
         self.dpc_sampler = HardNegativeSampler(by_class, num_classes, d.TOPK, rng=random.Random(seed),
                                                classnames=dataset.classnames, choice=d.NEGATIVES)
         transform = self.dpc_neg_transform()
-        self.dpc_bank = negative_bank([item.impath for item in items], build_transform(self.cfg, is_train=transform == "train"),
+        self.dpc_bank = negative_bank([item.impath for item in items],
+                                      build_transform(self.cfg, is_train=transform == "train"),
                                       max_bytes=int(d.NEG_STORE_GB * 2 ** 30), prefill=d.NEG_PREFILL)
         print(f"DPC: {d.NEGATIVES} negatives from {len(items)} {d.NEG_SOURCE} images of {num_classes} base classes, "
               f"K={d.TOPK}, through the {transform} transform (DPC.NEG_TRANSFORM {d.NEG_TRANSFORM})")
@@ -211,7 +212,8 @@ class DPCMixin:
         if choice == "auto":
             choice = self.dpc_negative_transform
             if choice not in ("train", "test"):
-                raise ValueError(f"{type(self).__name__}.dpc_negative_transform must be 'train' or 'test', got {choice!r}")
+                raise ValueError(f"{type(self).__name__}.dpc_negative_transform must be 'train' or 'test', got "
+                                 f"{choice!r} (or set DPC.NEG_TRANSFORM train|test)")
         return choice
 
     # ---------------------------------------------------------------- features

@@ -128,7 +128,8 @@ class TensorAugment(_Finish):
         steps = list(getattr(transform, "transforms", []))
         kinds = [type(s).__name__ for s in steps]
         if not steps or not isinstance(steps[0], T.RandomResizedCrop):
-            return None, f"the train transform ({', '.join(kinds) or type(transform).__name__}) does not start with RandomResizedCrop"
+            return None, (f"the train transform ({', '.join(kinds) or type(transform).__name__}) does not start "
+                          "with RandomResizedCrop")
         crop, rest = steps[0], steps[1:]
         if crop.interpolation not in _MODES:
             return None, f"interpolation {crop.interpolation.value} has no antialiased tensor equivalent"
