@@ -77,3 +77,28 @@ def test_bad_options_are_rejected(tiny_clip):
         build(tiny_clip, class_token_position="start")
     with pytest.raises(ValueError, match="N_CTX"):
         build(tiny_clip, n_ctx=0)
+
+
+def test_upstream_ctx_init_rule_counts_words_and_ignores_csc(tiny_clip):
+    """CTX_INIT_RULE upstream, as CoOp's code: "itap of a" is 4 BPE tokens (it-ap) but 3 words, so 3 context
+    vectors (the embeddings of its first 3 tokens) and the last init token stays fixed text; CSC is ignored."""
+    from clip import tokenize
+
+    ours = build(tiny_clip, ctx_init="itap of a", csc=True).prompt_learner
+    upstream = build(tiny_clip, ctx_init="itap of a", csc=True, ctx_init_rule="upstream").prompt_learner
+    assert ours.ctx.shape == (len(CLASSES), 4, 64) and upstream.ctx.shape == (3, 64)  # class-specific vs shared
+    tokens = tokenize("itap of a dog.")[0]
+    with torch.no_grad():
+        embedding = tiny_clip.token_embedding(tokens)
+        assert torch.equal(upstream.ctx, embedding[1:4])
+        assert torch.equal(upstream()[0], embedding)  # "end": the init text itself, as with our rule
+        for position in ("middle", "front"):  # upstream takes the class name's length from after its 3 vectors
+            theirs = build(tiny_clip, ctx_init="itap of a", ctx_init_rule="upstream", class_token_position=position)
+            mine = build(tiny_clip, ctx_init="itap of a", class_token_position=position)
+            name, rest = embedding[4:5], embedding[5:]  # upstream's "name": the init's last token ("a")
+            expected = (torch.cat([embedding[:1], embedding[1:2], name, embedding[2:4], rest]) if position == "middle"
+                        else torch.cat([embedding[:1], name, embedding[1:4], rest]))
+            assert torch.equal(theirs.prompt_learner()[0], expected), position
+            assert not torch.equal(theirs.prompt_learner()[0], mine.prompt_learner()[0])
+    with pytest.raises(ValueError, match="CTX_INIT_RULE"):
+        build(tiny_clip, ctx_init="a photo of a", ctx_init_rule="words")

@@ -127,6 +127,43 @@ def test_sgd_with_momentum_and_weight_decay_matches_the_hand_computed_step(updat
         assert torch.equal(module.ctx.detach(), expected), mode
 
 
+# The same two steps for a dual w_b does not act on (weighted=False): d = c + 0.25 M under every rule,
+#   step 1: d = (1.25, -1.5),        buf = d,                      M = (0.375, 2.75)
+#   step 2: d = (1.09375, -1.3125),  buf = (1.71875, -2.0625),     M = (-0.484375, 3.78125) = P' = base prompt;
+# new classes with w_n = 0.5: (P' + P) / 2 = (0.2578125, 2.890625) when mixed, P = (1, 2) when not.
+PLAIN_AFTER_TWO_STEPS = [-0.484375, 3.78125]
+
+
+@pytest.mark.parametrize("update,base_prompt", VARIANTS)
+@pytest.mark.parametrize("mixed_new", [True, False])
+def test_a_dual_w_b_does_not_act_on_trains_as_a_plain_parameter(update, base_prompt, mixed_new):
+    module = OnePrompt(torch.tensor([1.0, 2.0]))
+    decoupling.attach(module, ["ctx"], w_train=0.25, w_new=0.5, base_prompt=base_prompt, update=update,
+                      weighted=[], mixed_new=["ctx"] if mixed_new else [])
+    optim = torch.optim.SGD(module.parameters(), lr=0.5, momentum=0.5, weight_decay=0.25)
+    c = torch.tensor([1.0, -2.0])
+    for _ in range(2):
+        optim.zero_grad()
+        (c * module.ctx).sum().backward()
+        optim.step()
+    plain = torch.tensor(PLAIN_AFTER_TWO_STEPS)
+    new = torch.tensor([0.2578125, 2.890625]) if mixed_new else torch.tensor([1.0, 2.0])
+    decoupling.set_weights(module, w_base=0.5)  # a w_b sweep leaves it alone too
+    for mode, expected in (("train", plain), ("base", plain), ("new", new), ("stage1", torch.tensor([1.0, 2.0]))):
+        decoupling.set_mode(module, mode)
+        assert torch.equal(module.ctx.detach(), expected), mode
+    state = module.state_dict()
+    assert state["parametrizations.ctx.0._extra_state"].tolist() == [1.0, decoupling.UPDATES.index(update), 0.0]
+    weighted = OnePrompt(torch.tensor([1.0, 2.0]))
+    decoupling.attach(weighted, ["ctx"], w_train=0.25, update=update)
+    weighted.load_state_dict(state)  # the checkpoint says how w_b acted on each tensor
+    dual = next(decoupling.dual_prompts(weighted))
+    assert (dual.weighted, dual.w_train) == (False, 1.0)
+    state["parametrizations.ctx.0._extra_state"] = torch.tensor([0.25, 0.0], dtype=torch.float64)  # older form
+    weighted.load_state_dict(state)
+    assert (dual.weighted, dual.w_train, dual.update) == (True, 0.25, "release")
+
+
 class ReleaseCoOpContext(nn.Module):
     """The authors' CoOp+DPC prompt (``converse`` mode) as their code executes it.
 
@@ -226,7 +263,7 @@ def test_state_dict_round_trip_restores_both_prompts_and_the_rule(tiny_clip, bat
     state = model.prompt_learner.state_dict()
     assert set(state) == {"parametrizations.ctx.original", "parametrizations.ctx.0.stage1",
                           "parametrizations.ctx.0._extra_state"}
-    assert state["parametrizations.ctx.0._extra_state"].tolist() == [0.2, decoupling.UPDATES.index(update)]
+    assert state["parametrizations.ctx.0._extra_state"].tolist() == [0.2, decoupling.UPDATES.index(update), 1.0]
     torch.manual_seed(5)
     fresh = CoOpCLIP(CLASSES, tiny_clip, n_ctx=4)  # different random context
     other = "frozen" if update == "release" else "release"
@@ -292,3 +329,22 @@ def test_mode_context_manager_restores_the_previous_mode(tiny_clip):
     with decoupling.mode(model, "stage1"):
         assert decoupling.get_mode(model) == "stage1"
     assert decoupling.get_mode(model) == "base"
+
+
+def test_tensor_rules_select_the_declared_duals_or_every_one():
+    from trainers.dpc import tensor_rules
+
+    prompts = {"prompt_learner": ["vision_ctx", "deep_vision.0", "projector.layers.0.weight", "dpc_text.ctx"]}
+    declared = tensor_rules.select(prompts, ("dpc_text.ctx",), "auto", "DPC_X", "dpc_w_base_names", "W_BASE_TENSORS")
+    assert declared == {"prompt_learner": ["dpc_text.ctx"]}
+    assert tensor_rules.select(prompts, ("dpc_text.ctx",), "all", "DPC_X", "dpc_w_base_names",
+                               "W_BASE_TENSORS") == prompts
+    assert tensor_rules.select(prompts, None, "auto", "DPC_X", "dpc_w_base_names", "W_BASE_TENSORS") == prompts
+    mixed = tensor_rules.select(prompts, ("vision_ctx", "deep_vision.*"), "auto", "DPC_X", "dpc_w_new_names",
+                                "W_NEW_TENSORS")
+    text = tensor_rules.report(prompts, declared, mixed, "DPC_X", ("W_BASE_TENSORS auto", "W_NEW_TENSORS auto"))
+    assert "w_b acts on (gradient x 1/w_b): dpc_text.ctx (1 of 4 duals, DPC_X's rule" in text
+    assert "give their stage-1 value on new classes: projector.layers.0.weight, dpc_text.ctx" in text
+    with pytest.raises(ValueError, match=r"DPC_X.dpc_w_new_names has patterns that match no tensor.*\['vpt'\].*"
+                                         r"set DPC.W_NEW_TENSORS all"):
+        tensor_rules.select(prompts, ("vpt",), "auto", "DPC_X", "dpc_w_new_names", "W_NEW_TENSORS")

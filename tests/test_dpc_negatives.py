@@ -1,5 +1,6 @@
 """The decoded-once negative store and its tensor augmentation (trainers/dpc/negatives.py), against Dassl's
-PIL train transform: same random draws, same pixels within rounding."""
+PIL train transform: same random draws, same pixels within rounding; and against Dassl's test transform
+(DPC.NEG_TRANSFORM test): the same tensors bit for bit."""
 import contextlib
 import io
 import os
@@ -11,12 +12,12 @@ from PIL import Image
 from torchvision import transforms as T
 
 from trainers.dpc.image_bank import ImageBank, ImageFileError
-from trainers.dpc.negatives import DecodedBank, TensorAugment, negative_bank
+from trainers.dpc.negatives import DecodedBank, FixedAugment, TensorAugment, negative_bank
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
 
-def dassl_train_transform(size=32, transforms=("random_resized_crop", "random_flip", "normalize")):
+def dassl_train_transform(size=32, transforms=("random_resized_crop", "random_flip", "normalize"), is_train=True):
     from dassl.config import get_cfg_default
     from dassl.data.transforms import build_transform
 
@@ -24,7 +25,7 @@ def dassl_train_transform(size=32, transforms=("random_resized_crop", "random_fl
     cfg.INPUT.SIZE, cfg.INPUT.INTERPOLATION, cfg.INPUT.TRANSFORMS = (size, size), "bicubic", list(transforms)
     cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = MEAN, STD
     with contextlib.redirect_stdout(io.StringIO()):
-        return build_transform(cfg, is_train=True)
+        return build_transform(cfg, is_train=is_train)
 
 
 def write_photos(folder, sizes, seed=0):
@@ -55,6 +56,23 @@ def test_same_draws_and_pixels_as_dassls_pil_transform(tmp_path):
     assert got.shape == expected.shape == (40, 3, 32, 32) and got.dtype == torch.float32
     error = ((got - expected) * torch.tensor(STD).view(1, 3, 1, 1) * 255).abs()  # in 8-bit levels
     assert error.max() <= 4.01 and error.mean() < 0.3
+
+
+def test_test_transform_is_stored_once_and_drawn_bit_for_bit(tmp_path):
+    """The test transform (resize the shorter side, centre crop, normalise) is deterministic: each image is
+    transformed once when decoded, and every draw is Dassl's tensor exactly, drawing no random numbers."""
+    transform = dassl_train_transform(is_train=False)
+    paths = write_photos(tmp_path, [(80, 60), (60, 80), (30, 24), (12, 40)])
+    bank = negative_bank(paths, transform, prefill=False, log=None)
+    assert isinstance(bank, DecodedBank) and isinstance(bank.augment, FixedAugment)
+    indices = [0, 1, 2, 3, 2, 0]
+    state = torch.get_rng_state()
+    got = bank.load(indices)
+    assert torch.equal(torch.get_rng_state(), state)
+    expected = torch.stack([transform(Image.open(paths[i]).convert("RGB")) for i in indices])
+    assert got.shape == (6, 3, 32, 32) and torch.equal(got, expected)
+    assert bank.decodes == 4 and bank.stored_bytes == 4 * 3 * 32 * 32  # the transformed images are stored
+    assert torch.equal(ImageBank(paths, transform).load(indices), expected)  # the per-draw path agrees
 
 
 def test_own_generator_is_deterministic_and_the_cuda_float_path_matches(tmp_path):

@@ -2,12 +2,14 @@
 tests) on a tiny synthetic EuroSAT with a "large" teacher CLIP and a "small" student CLIP, then the invariants
 in this process."""
 import copy
+import itertools
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip("dassl")
 
@@ -16,6 +18,7 @@ from tests.conftest import ROOT  # noqa: E402
 from tools.parse_test_res import read_accuracy  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
+from trainers.dpc import decoupling  # noqa: E402
 from trainers.dpc.checkpoint import atomic_save, load_checkpoint  # noqa: E402
 
 SHOTS, LARGE_WIDTH = 2, 128
@@ -117,7 +120,6 @@ def test_stage1_mode_and_w_new_zero_reproduce_promptkd(kd, tmp_path):
         with torch.no_grad():
             assert torch.equal(dpc.model_inference(images), logits[split]), split
             if split == "base":  # the trained parallel prompts do change base predictions
-                from trainers.dpc import decoupling
                 decoupling.set_mode(dpc.dpc_net, "base")
                 assert not torch.equal(dpc.model_inference(images), logits[split])
 
@@ -200,3 +202,143 @@ def test_a_student_is_recognised_whatever_precision_loaded_its_teacher():
     with torch.no_grad():
         other.ctx.add_(0.1)
     assert not same_teacher(on_gpu, teacher_record(SimpleNamespace(prompt_learner=other), "t.pt"))
+
+
+# ------------------------------------------------------------------ the release's DPC step, restated
+class ReleasePromptKDStep:
+    """One DPC step of the PromptKD release (github JREion/DPC, trainers/sple_promptkd.py), restated for these
+    tests, with its two documented defects neutralised (its deep prompts start at their tuned values and its
+    teacher holds its trained context):
+
+    - trained: the student's vision prompt, deep vision prompts and projector (from stage-1 PromptKD), and a
+      copy of the teacher's text context and deep text prompts, all in one SGD optimizer;
+    - the text context alone goes through the decoupling (ctx - (1 - w) P) * (1 / w), where the "frozen" P is
+      the parameter's own storage; every other tensor is a plain parameter;
+    - loss: the student's projected features of the pairs against the copy's text features of the pairs'
+      classes (teacher's text tower), symmetric cross-entropy with targets arange(L); nothing else.
+    """
+
+    def __init__(self, promptkd, w_b, optim_cfg):
+        self.student = copy.deepcopy(promptkd.model)
+        self.teacher = promptkd.teacher
+        learner = self.teacher.prompt_learner
+        self.ctx = torch.nn.Parameter(learner.ctx.detach().clone().float())
+        self.pretuned_ctx = self.ctx.data  # shares storage with the trained tensor, as in the release
+        self.deep_text = [torch.nn.Parameter(p.detach().clone().float()) for p in learner.deep_text]
+        self.w = w_b
+        params = [p for p in self.student.parameters() if p.requires_grad] + [self.ctx] + self.deep_text
+        self.optim = torch.optim.SGD(params, lr=optim_cfg.LR, momentum=optim_cfg.MOMENTUM,
+                                     weight_decay=optim_cfg.WEIGHT_DECAY)
+
+    def step(self, images, labels):
+        self.student.train()
+        ctx = (self.ctx - (1 - self.w) * self.pretuned_ctx) * (1 / self.w)
+        learner = self.teacher.prompt_learner
+        text = self.teacher.text_encoder(learner.text_prompts(ctx=ctx), learner.tokenized_prompts, self.deep_text)
+        text = F.normalize(text.float()[labels], dim=-1)
+        image = F.normalize(self.student.encode_image(images), dim=-1)
+        logits = self.student.logit_scale.exp() * image @ text.t()
+        targets = torch.arange(len(labels))
+        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+        self.optim.zero_grad()
+        loss.backward()
+        self.optim.step()
+
+    def tensors(self):
+        """The trained tensors under DPC_PromptKD's dual names, and the projector's running statistics."""
+        state = dict(self.student.prompt_learner.state_dict(), **{"dpc_text.ctx": self.ctx.detach()})
+        state.update({f"dpc_text.deep_text.{i}": p.detach() for i, p in enumerate(self.deep_text)})
+        return state
+
+
+def our_tensors(dpc):
+    """DPC_PromptKD's parallel prompts P' by dual name, and the projector's running statistics."""
+    learner = dpc.model.prompt_learner
+    with decoupling.mode(dpc.dpc_net, "train"):
+        state = {name: _read(learner, name) for name in dpc.dpc_prompts["prompt_learner"]}
+    norm = learner.projector.layers[1]
+    state.update({"projector.layers.1.running_mean": norm.running_mean.clone(),
+                  "projector.layers.1.running_var": norm.running_var.clone()})
+    return state
+
+
+def _read(module, dotted):
+    *path, attr = dotted.split(".")
+    for part in path:
+        module = getattr(module, part)
+    return getattr(module, attr).detach().clone()  # P' in train mode
+
+
+def replay(kd, out, promptkd, steps, *opts):
+    """(DPC_PromptKD after ``steps`` steps, the release restated after the same steps on the same pairs)."""
+    from dassl.utils import set_random_seed
+
+    set_random_seed(1)
+    dpc = build(kd, "DPC_PromptKD", STAGE2, out, "DATASET.SUBSAMPLE_CLASSES", "base", "DPC.STAGE1_DIR",
+                str(kd["dirs"]["promptkd"]), "OPTIM.LR", "0.05", "OPTIM.WARMUP_EPOCH", "0", *opts)
+    release = ReleasePromptKDStep(promptkd, dpc.cfg.DPC.W_BASE, dpc.cfg.OPTIM)
+    pairs = []
+    sample = dpc.dpc_batch
+
+    def recorded(images, labels):
+        negatives, pair_labels, anchors = sample(images, labels)
+        pairs.append((torch.cat([images, negatives]), pair_labels))
+        return negatives, pair_labels, anchors
+
+    dpc.dpc_batch = recorded
+    dpc.before_train()
+    dpc.set_model_mode("train")
+    dpc.batch_idx, dpc.num_batches = 0, steps + 1  # no epoch end in between
+    batches = iter(itertools.cycle(dpc.train_loader_x))
+    for _ in range(steps):
+        dpc.forward_backward(next(batches))
+        release.step(*pairs[-1])
+    return dpc, release
+
+
+def test_stage2_is_the_releases_step_and_new_classes_its_evaluation(kd, tmp_path):
+    """At w_b = 0.2, after 4 SGD steps with momentum and weight decay on the same pairs: every trained tensor
+    and the projector's statistics are the release's; evaluated on new classes (saved, reloaded) with w_n in
+    {0, 1e-6, 0.5}: the release's logits (stage-1 projector and statistics, vision prompts mixed with w_n)."""
+    promptkd = build(kd, "PromptKD", STAGE1, tmp_path / "kd", "DATASET.SUBSAMPLE_CLASSES", "base")
+    promptkd.load_model(str(kd["dirs"]["promptkd"]), epoch=1)
+    dpc, release = replay(kd, tmp_path / "dpc", promptkd, 4)
+    assert dpc.cfg.OPTIM.MOMENTUM == 0.9 and dpc.cfg.OPTIM.WEIGHT_DECAY == 5e-4 and dpc.cfg.DPC.W_BASE == 0.2
+    assert dpc.dpc_weighted == {"prompt_learner": ["dpc_text.ctx"]} and dpc.dpc_neg_transform() == "test"
+    ours, theirs = our_tensors(dpc), release.tensors()
+    stage1 = {k: v for k, v in promptkd.model.prompt_learner.state_dict().items()}
+    moved = max((ours[k] - stage1[k]).abs().max().item() for k in ours if k in stage1 and "running" not in k)
+    assert moved > 1e-3  # the student trained
+    for key, value in ours.items():
+        torch.testing.assert_close(value, theirs[key], rtol=0, atol=1e-4 * moved, msg=key)
+    every = our_tensors(replay(kd, tmp_path / "every", promptkd, 4, "DPC.W_BASE_TENSORS", "all")[0])  # all x5
+    assert max((every[k] - theirs[k]).abs().max().item() for k in ours) > 100 * 1e-4 * moved
+
+    dpc.save_model(0, str(tmp_path / "dpc"))
+    images = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    new_kd = build(kd, "PromptKD", STAGE1, tmp_path / "kd_new", "DATASET.SUBSAMPLE_CLASSES", "new")
+    new_kd.load_model(str(kd["dirs"]["promptkd"]), epoch=1)
+    evaluators = {}
+    for rule in ("auto", "all"):
+        evaluators[rule] = build(kd, "DPC_PromptKD", STAGE2, tmp_path / f"new_{rule}", "DATASET.SUBSAMPLE_CLASSES",
+                                 "new", "DPC.W_NEW_TENSORS", rule)
+        evaluators[rule].load_model(str(tmp_path / "dpc"), epoch=1)
+        evaluators[rule].set_model_mode("eval")
+    for w_n in (0.0, 1e-6, 0.5):
+        student = copy.deepcopy(new_kd.model)  # the release: stage-1 PromptKD with its vision prompts mixed
+        learner = student.prompt_learner
+        with torch.no_grad():
+            learner.vision_ctx.copy_(w_n * theirs["vision_ctx"] + (1 - w_n) * learner.vision_ctx)
+            for i, p in enumerate(learner.deep_vision):
+                p.copy_(w_n * theirs[f"deep_vision.{i}"] + (1 - w_n) * p)
+            student.eval()
+            expected = student(images)
+            got = {}
+            for rule, evaluator in evaluators.items():
+                decoupling.set_weights(evaluator.dpc_net, w_new=w_n)
+                got[rule] = evaluator.model_inference(images)
+        if w_n == 0:
+            assert torch.equal(got["auto"], expected)
+        torch.testing.assert_close(got["auto"], expected, rtol=0, atol=1e-4)
+        if w_n == 0.5:  # mixing the projector too (the option) is another model
+            assert (got["all"] - expected).abs().max() > 1e-2

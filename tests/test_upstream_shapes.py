@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip("dassl")
 
@@ -308,3 +309,75 @@ def test_hard_negatives_are_scored_with_each_anchors_own_text(workspace):
     assert text_features.shape[:2] == (len(images), 3)
     scores = dpc.dpc_net.logit_scale.exp() * cosine_logits(image_features, text_features)
     torch.testing.assert_close(scores, logits_of(stage1, images))
+
+
+# ------------------------------------------------------------------ backbone loss terms in a fork
+@pytest.mark.parametrize("name", SHAPES)
+def test_a_fork_whose_loss_dpc_cannot_see_gets_a_note_once(workspace, name):
+    """The upstream shapes compute their loss inside forward_backward and offer no regularization_terms:
+    stage 2 says once that it trains on L_CL alone and shows the method to add."""
+    printed = dpc_trained(workspace, name)[2]
+    assert printed.count(f"DPC: {name} trains with its own forward_backward and has no `regularization_terms`") == 1
+    assert f"class DPC_{name}(DPCMixin, {name}):" in printed and "def regularization_terms(self, images" in printed
+
+
+@upstream_shapes.register
+class DPC_UpKgCoOpTerms(DPCMixin, upstream_shapes.UpKgCoOp):
+    def regularization_terms(self, images, image_features, text_features):  # README's, in the shape's terms
+        text = F.normalize(text_features, dim=-1)
+        score = 1.0 - F.cosine_similarity(text, F.normalize(self.model.ori_embedding, dim=-1), dim=1, eps=1e-7).mean()
+        return {"kg": self.W * score}
+
+
+@upstream_shapes.register
+class DPC_UpPromptSRCTerms(DPCMixin, upstream_shapes.UpPromptSRC):
+    def regularization_terms(self, images, image_features, text_features):  # README's, in the shape's terms
+        m = self.model
+        text, image = F.normalize(text_features, dim=-1), F.normalize(image_features, dim=-1)
+        fixed = F.normalize(m.prompt_learner.fixed_embeddings, dim=-1)
+        with torch.no_grad():
+            zs_image = F.normalize(m.prompt_learner.ZS_image_encoder(images.type(m.dtype)), dim=-1)
+        scale = m.logit_scale.exp()
+        logits, zs_logits = scale * image @ text.t(), scale * zs_image @ fixed.type(zs_image.dtype).t()
+        return {"scl_text": F.l1_loss(text, fixed, reduction="mean") * self.TEXT_LOSS_WEIGHT,
+                "scl_image": F.l1_loss(image, zs_image, reduction="mean") * self.IMAGE_LOSS_WEIGHT,
+                "scl_logits": F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(zs_logits, dim=1),
+                                       reduction="sum", log_target=True) / logits.numel()}
+
+
+def backbone_terms(stage1, name, images, labels):
+    """What the shape's own forward_backward adds to its cross-entropy, at the stage-1 prompts."""
+    trainer = stage1
+    with torch.no_grad():
+        if name == "UpKgCoOp":
+            trainer.set_model_mode("eval")
+            return {"kg": trainer.W * trainer.model(images)[1]}
+        trainer.set_model_mode("train")
+        _, text, zs_text, zs_image, image, zs_logits, logits = trainer.model(images, labels)
+        trainer.set_model_mode("eval")
+        return {"scl_text": F.l1_loss(text, zs_text) * trainer.TEXT_LOSS_WEIGHT,
+                "scl_image": F.l1_loss(image, zs_image) * trainer.IMAGE_LOSS_WEIGHT,
+                "scl_logits": F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(zs_logits, dim=1), reduction="sum",
+                                       log_target=True) / logits.numel()}
+
+
+@pytest.mark.parametrize("name", ["UpKgCoOp", "UpPromptSRC"])
+def test_readmes_regularization_terms_give_the_forks_own_terms_in_parallel(workspace, name):
+    assert "stage 2 trains on L_CL alone" in dpc_trained(workspace, name)[2]  # without them: the note
+    stage1, stage1_out, _ = trained(workspace, name)
+    set_random_seed(1)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        dpc = build(workspace, f"DPC_{name}Terms", workspace["root"] / f"DPC_{name}Terms", EPOCHS.get(name, 1),
+                    "DPC.STAGE1_DIR", str(stage1_out), *DPC_OPTS)
+        dpc.before_train()
+    assert "has no `regularization_terms`" not in printed.getvalue()
+    batch = next(iter(dpc.train_loader_x))
+    dpc.set_model_mode("train")
+    dpc.batch_idx, dpc.num_batches = 0, 2
+    logged = dpc.forward_backward(batch)  # terms at P' = P, before the step
+    expected = backbone_terms(stage1, name, batch["img"], batch["label"])
+    assert set(expected) <= set(logged)
+    for key, value in expected.items():
+        assert logged[key] == pytest.approx(value.item(), rel=1e-4, abs=1e-6), key
+    assert logged["loss"] == pytest.approx(logged["loss_cl"] + sum(logged[k] for k in expected), rel=1e-5)

@@ -25,6 +25,7 @@ dassl_compat.apply()
 
 class PromptTrainer(TrainerX):
     cfg_key = ""
+    dpc_terms_declared = True  # forward_backward's loss is compute_loss's: CE plus regularization_terms, if any
 
     @property
     def trainer_cfg(self):

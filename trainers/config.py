@@ -16,6 +16,9 @@ def extend_cfg(cfg) -> None:
     cfg.TRAINER.COOP.CTX_INIT = ""  # e.g. "a photo of a"
     cfg.TRAINER.COOP.PREC = "fp16"  # fp16 | fp32 | amp (fp16/amp fall back to fp32 without CUDA)
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end | middle | front
+    # tokens: one context vector per BPE token of CTX_INIT, CSC copies it per class | upstream (CoOp's code):
+    # one per space-separated word, CSC ignored when CTX_INIT is set (see models/coop.py)
+    cfg.TRAINER.COOP.CTX_INIT_RULE = "tokens"
 
     cfg.TRAINER.MAPLE = CN()
     cfg.TRAINER.MAPLE.N_CTX = 2

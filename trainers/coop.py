@@ -14,4 +14,4 @@ class CoOp(PromptTrainer):
     def build_prompt_model(self, classnames, clip_model):
         c = self.trainer_cfg
         return CoOpCLIP(classnames, clip_model, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, csc=c.CSC,
-                        class_token_position=c.CLASS_TOKEN_POSITION)
+                        class_token_position=c.CLASS_TOKEN_POSITION, ctx_init_rule=c.CTX_INIT_RULE)

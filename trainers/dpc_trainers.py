@@ -51,7 +51,17 @@ class DPC_PromptKD(DPCMixin, PromptKD):
     student lacks. Negatives are ranked by the teacher (TRAINER.PROMPTKD.DPC_SCORER teacher, as the release)
     or by stage-1 PromptKD (student). Base classes are scored against ``dpc_text``, new classes against the
     teacher's text features, as PromptKD and the release do. With DPC.PARALLEL_LOSS the distillation term on
-    the anchors is added to L_CL. Stage 2 trains on the loaded few-shot base images (TRAIN_IMAGES unused)."""
+    the anchors is added to L_CL. Stage 2 trains on the loaded few-shot base images (TRAIN_IMAGES unused).
+
+    As the release (trainers/sple_promptkd.py) runs it: w_b acts on the copy's text context alone (the one
+    tensor its decoupling reads), every other dual trains as a plain parameter from stage 1; new classes use
+    stage 1's projector and batch-norm statistics, the vision prompts mixed with w_n (the text copy is not read
+    for new classes); negative images go through the test transform. DPC.W_BASE_TENSORS / W_NEW_TENSORS all
+    and DPC.NEG_TRANSFORM train are the options."""
+
+    dpc_w_base_names = ("dpc_text.ctx",)
+    dpc_w_new_names = ("vision_ctx", "deep_vision.*")
+    dpc_negative_transform = "test"
 
     def build_data_loader(self):
         PromptTrainer.build_data_loader(self)  # Dassl's loaders: the few-shot base classes, not PromptKD's set

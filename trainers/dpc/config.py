@@ -5,6 +5,7 @@ NEG_SOURCES = ("few-shot", "full-train")
 EVAL_MODES = ("auto", "base", "new", "stage1")
 OBJECTIVES = ("hard-negatives", "cross-entropy")
 NEGATIVE_CHOICES = ("hard", "random")
+NEG_TRANSFORMS = ("auto", "train", "test")
 
 
 def add_dpc_config(cfg) -> None:
@@ -19,7 +20,14 @@ def add_dpc_config(cfg) -> None:
     cfg.DPC.NEG_SOURCE = "few-shot"  # where negative images come from: few-shot | full-train
     cfg.DPC.NEG_STORE_GB = 6.0  # cap of the decoded negative images kept in memory (uint8; least recently used out)
     cfg.DPC.NEG_PREFILL = True  # decode the negative pool in a background thread before it is drawn from
+    # negative images through Dassl's train (random crop, flip) or test (resize, centre crop) transform;
+    # auto: the trainer's `dpc_negative_transform` (the releases: PromptKD test, CoOp train; every other trainer train)
+    cfg.DPC.NEG_TRANSFORM = "auto"
     cfg.DPC.UPDATE = "release"  # release: P' trained directly, gradient x 1/w_b (the published numbers) | frozen: P' = P + (M-P)/w_b
+    # the duals w_b acts on (gradient x 1/w_b) | mixed with w_n for new classes: auto (the trainer's declared
+    # `dpc_w_base_names` / `dpc_w_new_names`, the release's rule; every dual when it declares none) | all
+    cfg.DPC.W_BASE_TENSORS = "auto"
+    cfg.DPC.W_NEW_TENSORS = "auto"
     cfg.DPC.BASE_PROMPT = "parallel"  # base-class prompt: parallel (P', the release) | mixed (w_b P' + (1-w_b) P, paper-literal)
     # hard-negatives: the Dynamic Hard Negative Optimizer (L_CL over anchors + mined negatives) | cross-entropy: the
     # anchors' CE over all base classes under P', no negatives (the paper's Table 3 rows without DHNO)

@@ -21,6 +21,16 @@ The prompt a backbone sees depends on the mode:
 
 ``M = P`` reproduces the stage-1 tensor bit for bit in every mode, and ``w_n = 0`` gives exactly ``P``.
 
+Two per-tensor choices (``attach``'s ``weighted`` and ``mixed_new``; the mixin reads them off the trainer,
+``trainers/dpc/tensor_rules.py``), because the releases do not treat every learnable tensor alike:
+
+    weighted   w_b acts on the tensor (gradient x 1/w_b, the frozen rule, the mixed base prompt). A tensor
+               that is not weighted is trained as a plain parameter from its stage-1 value: it behaves as
+               with w_b = 1 (the PromptKD release trains the student this way; only its text context is
+               decoupled).
+    mixed_new  new classes use w_n P' + (1 - w_n) P; a tensor that is not mixed gives P exactly in ``new``
+               mode (the PromptKD release evaluates new classes with stage 1's projector).
+
 Batch-norm running statistics are not learned but change in training (PromptKD's projector has them):
 ``attach_statistics`` keeps a stage-1 copy next to each such layer (``DualStatistics``). In ``stage1`` and
 ``new`` modes the layer normalises with the stage-1 statistics, as the stage-1 model is evaluated, and
@@ -30,8 +40,9 @@ The mechanism is ``torch.nn.utils.parametrize``: the backbone keeps reading ``se
 other prompt attribute) and transparently gets the prompt of the current mode. In a state dict
 a wrapped tensor ``ctx`` appears as ``parametrizations.ctx.original`` (``M``) plus the buffer
 ``parametrizations.ctx.0.stage1`` (``P``) and ``parametrizations.ctx.0._extra_state`` (w_b of
-training and the update rule, as a small float64 tensor ``[w_b, rule index in UPDATES]`` so that
-code doing arithmetic on whole state dicts, such as upstream PromptSRC's weight averaging, works).
+training, the update rule and whether w_b acts on the tensor, as a small float64 tensor
+``[w_b, rule index in UPDATES, weighted]`` so that code doing arithmetic on whole state dicts, such as
+upstream PromptSRC's weight averaging, works; checkpoints without the third entry were weighted).
 """
 from __future__ import annotations
 
@@ -73,14 +84,17 @@ class DualPrompt(nn.Module):
     """Parametrization mapping the trainable tensor ``M`` to the prompt of the current mode."""
 
     def __init__(self, stage1: torch.Tensor, w_train: float, w_base: float | None = None,
-                 w_new: float = 1e-6, base_prompt: str = "parallel", update: str = "release"):
+                 w_new: float = 1e-6, base_prompt: str = "parallel", update: str = "release",
+                 weighted: bool = True, mixed_new: bool = True):
         super().__init__()
         check_weights(w_train, w_new)
         check_choice("BASE_PROMPT", base_prompt, BASE_PROMPTS)
         check_choice("UPDATE", update, UPDATES)
         self.register_buffer("stage1", stage1.detach().clone())
-        self.w_train = float(w_train)  # saved as extra state: a Python float needs no device sync
-        self.update = update  # saved as extra state: a checkpoint is read with the rule it was trained with
+        self.weighted = bool(weighted)  # saved as extra state, with w_train and the rule
+        self.w_train = float(w_train) if weighted else 1.0  # a Python float needs no device sync
+        self.update = update  # a checkpoint is read with the rule it was trained with
+        self.mixed_new = bool(mixed_new)
         self.mode = "train"
         self.w_base = float(w_train if w_base is None else w_base)
         self.w_new = float(w_new)
@@ -91,17 +105,17 @@ class DualPrompt(nn.Module):
         if self.mode == "stage1":
             return 0.0
         if self.mode == "new":
-            return self.w_new
-        if self.mode == "base" and self.base_prompt == "mixed":
+            return self.w_new if self.mixed_new else 0.0
+        if self.mode == "base" and self.base_prompt == "mixed" and self.weighted:
             return self.w_base
-        return 1.0  # train, and base with the parallel prompt
+        return 1.0  # train, and base with the parallel prompt (or a tensor w_b does not act on)
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
         c = self.coefficient()
         p = self.stage1
         if c == 0.0:
             return p
-        if self.update == "frozen":
+        if self.update == "frozen" and self.weighted:  # unweighted: P' = M under both rules
             return p + (m - p) * (c / self.w_train)
         if self.mode == "train":
             return scale_gradient(m, 1.0 / self.w_train)
@@ -113,25 +127,27 @@ class DualPrompt(nn.Module):
         """The M that yields ``prompt`` as the parallel prompt (P itself maps to M = P)."""
         p = self.stage1
         prompt = prompt.detach().to(p.dtype)
-        if self.update == "frozen":
+        if self.update == "frozen" and self.weighted:
             return p + (prompt - p) * self.w_train
         return prompt.clone()
 
     def get_extra_state(self):
-        return torch.tensor([self.w_train, UPDATES.index(self.update)], dtype=torch.float64)
+        return torch.tensor([self.w_train, UPDATES.index(self.update), float(self.weighted)], dtype=torch.float64)
 
     def set_extra_state(self, state):
         if isinstance(state, dict):  # checkpoints written before the tensor form
             self.w_train = float(state["w_train"])
             self.update = state.get("update", "frozen")  # ... and before the release rule
+            self.weighted = True
             return
-        w_train, rule = state.tolist()
+        w_train, rule, *weighted = state.tolist()  # no third entry: written when every dual was weighted
         self.w_train, self.update = float(w_train), UPDATES[round(rule)]
+        self.weighted = bool(round(weighted[0])) if weighted else True
 
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.stage1.shape)}, mode={self.mode}, update={self.update}, "
                 f"w_train={self.w_train:g}, w_base={self.w_base:g}, w_new={self.w_new:g}, "
-                f"base_prompt={self.base_prompt}")
+                f"base_prompt={self.base_prompt}, weighted={self.weighted}, mixed_new={self.mixed_new}")
 
 
 STATISTICS = "dpc_stage1_statistics"  # the attribute of a batch-norm layer holding its DualStatistics
@@ -185,20 +201,27 @@ def _owner(root: nn.Module, dotted: str):
 
 
 def attach(root: nn.Module, names: Sequence[str], w_train: float, w_base: float | None = None,
-           w_new: float = 1e-6, base_prompt: str = "parallel", update: str = "release") -> List[str]:
-    """Give each named parameter of ``root`` its dual; its current value becomes the frozen P."""
+           w_new: float = 1e-6, base_prompt: str = "parallel", update: str = "release",
+           weighted: Iterable[str] | None = None, mixed_new: Iterable[str] | None = None) -> List[str]:
+    """Give each named parameter of ``root`` its dual; its current value becomes the frozen P.
+
+    ``weighted``: the names w_b acts on; ``mixed_new``: the names mixed with w_n for new classes
+    (None: every name, for both)."""
     check_choice("BASE_PROMPT", base_prompt, BASE_PROMPTS)
     check_choice("UPDATE", update, UPDATES)
     if not names:
         raise ValueError("DPC found no learnable prompt tensor to wrap; list them in the trainer's "
                          "`dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
+    weighted = set(names if weighted is None else weighted)
+    mixed_new = set(names if mixed_new is None else mixed_new)
     for name in names:
         module, attr = _owner(root, name)
         if parametrize.is_parametrized(module, attr):
             raise ValueError(f"{name} already has a dual prompt")
         value = getattr(module, attr)
         parametrize.register_parametrization(
-            module, attr, DualPrompt(value, w_train, w_base, w_new, base_prompt, update))
+            module, attr, DualPrompt(value, w_train, w_base, w_new, base_prompt, update,
+                                     weighted=name in weighted, mixed_new=name in mixed_new))
     return list(names)
 
 

@@ -19,13 +19,18 @@ optimizer steps disabled, so what it does at epoch end (the learning-rate schedu
 inside ``forward_backward``) keeps working. A ``load_state_dict`` it makes on the model then changes
 trained tensors only: the stage-1 prompts P and frozen weights stay as stage 1 left them.
 
-Class attribute: ``dpc_prompt_names``, fnmatch patterns of the tensors that get a dual (relative to each
-registered model); default: every trainable parameter of the registered models.
+Class attributes (fnmatch patterns relative to each registered model; ``None``: every tensor):
+``dpc_prompt_names``, the tensors that get a dual (default: every trainable parameter of the registered
+models); ``dpc_w_base_names`` and ``dpc_w_new_names``, the duals w_b and w_n act on (``tensor_rules``; the
+others train as plain parameters from stage 1 / give their stage-1 value on new classes). And
+``dpc_negative_transform``: "train" or "test", the Dassl transform of the negative images (``DPC.NEG_TRANSFORM
+auto``).
 
 Backbone loss terms run in parallel with L_CL (paper Sec. 3.3): a backbone trainer that defines
 ``regularization_terms(images, image_features, text_features) -> {name: loss}`` (PromptSRC's L_SCL,
 KgCoOp's term) gets those terms added to L_CL in stage 2, computed with P' on the anchors
-(``DPC.PARALLEL_LOSS`` turns this off). A DPC trainer can instead override ``dpc_extra_loss``.
+(``DPC.PARALLEL_LOSS`` turns this off). A DPC trainer can instead override ``dpc_extra_loss``. Without
+either, a backbone with its own ``forward_backward`` gets a note at the start of stage 2 (``backbone_terms``).
 """
 from __future__ import annotations
 
@@ -40,12 +45,13 @@ import torch.nn.functional as F
 
 from dassl.data.transforms import build_transform
 
-from . import dassl_compat, decoupling
+from . import dassl_compat, decoupling, replay, tensor_rules
+from .backbone_terms import missing_terms_note
 from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint, load_state_checked,
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
-from .config import EVAL_MODES, NEG_SOURCES, NEGATIVE_CHOICES, OBJECTIVES
-from .features import FeatureCapture, cosine_logits, find_feature_sites, replaced
+from .config import EVAL_MODES, NEG_SOURCES, NEG_TRANSFORMS, NEGATIVE_CHOICES, OBJECTIVES
+from .features import FeatureCapture, cosine_logits, find_feature_sites
 from .negatives import negative_bank
 from .loss import symmetric_infonce
 from .sampler import HardNegativeSampler, index_by_class
@@ -55,6 +61,9 @@ dassl_compat.apply()
 
 class DPCMixin:
     dpc_prompt_names = None
+    dpc_w_base_names = None  # the release's rule where there is one (DPC_PromptKD); None: every dual
+    dpc_w_new_names = None
+    dpc_negative_transform = "train"  # as the CoOp release
 
     # ---------------------------------------------------------------- configuration
     def check_cfg(self, cfg):
@@ -73,6 +82,9 @@ class DPCMixin:
         decoupling.check_choice("EVAL_MODE", d.EVAL_MODE, EVAL_MODES)
         decoupling.check_choice("OBJECTIVE", d.OBJECTIVE, OBJECTIVES)
         decoupling.check_choice("NEGATIVES", d.NEGATIVES, NEGATIVE_CHOICES)
+        decoupling.check_choice("NEG_TRANSFORM", d.NEG_TRANSFORM, NEG_TRANSFORMS)
+        decoupling.check_choice("W_BASE_TENSORS", d.W_BASE_TENSORS, tensor_rules.CHOICES)
+        decoupling.check_choice("W_NEW_TENSORS", d.W_NEW_TENSORS, tensor_rules.CHOICES)
 
     @classmethod
     def dpc_backbone_name(cls) -> str:
@@ -87,22 +99,29 @@ class DPCMixin:
         self.dpc_net = getattr(self.model, "module", self.model)  # unwrap DataParallel
         self.dpc_loading = None
         self.dpc_stage1 = self._dpc_load_stage1() if d.STAGE1_DIR else None
-        self.dpc_prompts = {}
-        for name, module in self._models.items():
-            names = decoupling.trainable_names(module, self.dpc_prompt_names)
-            if names:
-                decoupling.attach(module, names, w_train=d.W_BASE, w_new=d.W_NEW, base_prompt=d.BASE_PROMPT,
-                                  update=d.UPDATE)
-                self.dpc_prompts[name] = names
-            norms = decoupling.attach_statistics(module)
-            if norms:
-                print(f"DPC: batch-norm statistics of {', '.join(norms)} keep a stage-1 copy (used in stage1 and new modes)")
+        self.dpc_prompts = {name: names for name, module in self._models.items()
+                            if (names := decoupling.trainable_names(module, self.dpc_prompt_names))}
         if not self.dpc_prompts:
             raise ValueError(f"DPC found no learnable prompt tensor in {type(self).__name__}'s registered models; "
                              "set `dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
+        owner = type(self).__name__
+        self.dpc_weighted = tensor_rules.select(self.dpc_prompts, self.dpc_w_base_names, d.W_BASE_TENSORS, owner,
+                                                "dpc_w_base_names", "W_BASE_TENSORS")
+        mixed_new = tensor_rules.select(self.dpc_prompts, self.dpc_w_new_names, d.W_NEW_TENSORS, owner,
+                                        "dpc_w_new_names", "W_NEW_TENSORS")
+        for name, module in self._models.items():
+            if name in self.dpc_prompts:
+                decoupling.attach(module, self.dpc_prompts[name], w_train=d.W_BASE, w_new=d.W_NEW,
+                                  base_prompt=d.BASE_PROMPT, update=d.UPDATE, weighted=self.dpc_weighted[name],
+                                  mixed_new=mixed_new[name])
+            norms = decoupling.attach_statistics(module)
+            if norms:
+                print(f"DPC: batch-norm statistics of {', '.join(norms)} keep a stage-1 copy (used in stage1 and new modes)")
         n_tensors = sum(len(v) for v in self.dpc_prompts.values())
         print(f"DPC: {n_tensors} prompt tensors get a dual (update {d.UPDATE}, w_b={d.W_BASE:g}, "
               f"w_n={d.W_NEW:g}, base prompt {d.BASE_PROMPT})")
+        print(tensor_rules.report(self.dpc_prompts, self.dpc_weighted, mixed_new, owner,
+                                  (f"DPC.W_BASE_TENSORS {d.W_BASE_TENSORS}", f"DPC.W_NEW_TENSORS {d.W_NEW_TENSORS}")))
         decoupling.set_mode(self.dpc_net, "train")
         self.dpc_sampler = self.dpc_bank = self.dpc_capture = self.dpc_stage1_text = None
         if self.dpc_stage1 is not None:
@@ -180,10 +199,22 @@ class DPCMixin:
         seed = self.cfg.SEED if self.cfg.SEED >= 0 else None
         self.dpc_sampler = HardNegativeSampler(by_class, num_classes, d.TOPK, rng=random.Random(seed),
                                                classnames=dataset.classnames, choice=d.NEGATIVES)
-        self.dpc_bank = negative_bank([item.impath for item in items], build_transform(self.cfg, is_train=True),
+        transform = self.dpc_neg_transform()
+        self.dpc_bank = negative_bank([item.impath for item in items],
+                                      build_transform(self.cfg, is_train=transform == "train"),
                                       max_bytes=int(d.NEG_STORE_GB * 2 ** 30), prefill=d.NEG_PREFILL)
         print(f"DPC: {d.NEGATIVES} negatives from {len(items)} {d.NEG_SOURCE} images of {num_classes} base classes, "
-              f"K={d.TOPK}")
+              f"K={d.TOPK}, through the {transform} transform (DPC.NEG_TRANSFORM {d.NEG_TRANSFORM})")
+
+    def dpc_neg_transform(self) -> str:
+        """'train' or 'test': the Dassl transform of the negative images (DPC.NEG_TRANSFORM, or the trainer's)."""
+        choice = self.cfg.DPC.NEG_TRANSFORM
+        if choice == "auto":
+            choice = self.dpc_negative_transform
+            if choice not in ("train", "test"):
+                raise ValueError(f"{type(self).__name__}.dpc_negative_transform must be 'train' or 'test', got "
+                                 f"{choice!r} (or set DPC.NEG_TRANSFORM train|test)")
+        return choice
 
     # ---------------------------------------------------------------- features
     def dpc_features(self, images):
@@ -248,10 +279,13 @@ class DPCMixin:
             d = self.cfg.DPC
             current = {"update": d.UPDATE, "w_base": d.W_BASE, "topk": d.TOPK, "neg_source": d.NEG_SOURCE,
                        "parallel_loss": d.PARALLEL_LOSS, "objective": d.OBJECTIVE, "negatives": d.NEGATIVES,
+                       "neg_transform": self.dpc_neg_transform(), "weighted_tensors": self.dpc_weighted,
                        "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
             saved = dict(meta, **{"stage-1 checkpoint": (meta.get("stage1") or {}).get("files", {}).get(name)})
             saved.setdefault("objective", "hard-negatives")  # written before these options existed
             saved.setdefault("negatives", "hard")
+            saved.setdefault("neg_transform", "train")
+            saved.setdefault("weighted_tensors", meta.get("prompt_tensors"))  # then w_b acted on every dual
             changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
             if changed:
                 raise ValueError(f"cannot resume {path} with other DPC settings ({'; '.join(changed)}): "
@@ -262,6 +296,9 @@ class DPCMixin:
             raise ValueError("DPC.STAGE1_DIR is empty: stage 2 needs the stage-1 run of "
                              f"{self.dpc_backbone_name()}. " + self._dpc_missing_stage1("<DPC.STAGE1_DIR>"))
         super().before_train()
+        note = missing_terms_note(self, DPCMixin)
+        if note:
+            print(note)
         if not self._dpc_custom_features():
             self._dpc_find_features()
         print(f"DPC: each epoch's last batch also runs {self.dpc_backbone_name()}.forward_backward without its "
@@ -349,17 +386,17 @@ class DPCMixin:
         ``update_lr`` or its scheduler directly), else here. Batch-norm statistics do not move in the replay."""
         scheduler_steps = []
         with contextlib.ExitStack() as stack:
-            for optim in _unique(self._optims.values()):
-                stack.enter_context(_disabled(optim, "step"))
+            for optim in replay.unique(self._optims.values()):
+                stack.enter_context(replay.disabled(optim, "step"))
             scaler = getattr(self, "scaler", None)
             if scaler is not None:
-                stack.enter_context(_disabled(scaler, "step", "update"))
-            for sched in _unique(self._scheds.values()):
-                stack.enter_context(_counted(sched, "step", scheduler_steps))
+                stack.enter_context(replay.disabled(scaler, "step", "update"))
+            for sched in replay.unique(self._scheds.values()):
+                stack.enter_context(replay.counted(sched, "step", scheduler_steps))
             blocked = {}
-            for model in _unique((self.model, self.dpc_net)):
-                stack.enter_context(_trained_tensors_only(model, blocked))
-                stack.enter_context(_norm_statistics_kept(model))
+            for model in replay.unique((self.model, self.dpc_net)):
+                stack.enter_context(replay.trained_tensors_only(model, blocked))
+                stack.enter_context(replay.norm_statistics_kept(model))
             super().forward_backward(batch)
         self.model_zero_grad()
         if not scheduler_steps:
@@ -416,8 +453,8 @@ class DPCMixin:
             "stage1": self.dpc_stage1, "update": d.UPDATE, "parallel_loss": d.PARALLEL_LOSS,
             "w_base": d.W_BASE, "w_new": d.W_NEW, "topk": d.TOPK,
             "neg_source": d.NEG_SOURCE, "base_prompt": d.BASE_PROMPT, "objective": d.OBJECTIVE,
-            "negatives": d.NEGATIVES,
-            "prompt_tensors": self.dpc_prompts,
+            "negatives": d.NEGATIVES, "neg_transform": self.dpc_neg_transform(),
+            "prompt_tensors": self.dpc_prompts, "weighted_tensors": self.dpc_weighted,
             "classnames": list(self.dm.dataset.classnames), "backbone": self.dpc_backbone_name(),
         }
         return extras
@@ -446,66 +483,3 @@ class DPCMixin:
             stage1 = meta.get("stage1") or {}
             print(f"Loaded DPC {name} from {path} (epoch {ckpt.get('epoch')}; stage 1: {stage1.get('dir')}, "
                   f"trained with update {meta.get('update', 'frozen')}, w_b={meta.get('w_base')}, K={meta.get('topk')})")
-
-
-def _unique(objects):
-    """The distinct non-None objects, in order."""
-    return list({id(o): o for o in objects if o is not None}.values())
-
-
-@contextlib.contextmanager
-def _counted(obj, method: str, calls: list):
-    """Calls of ``obj.method`` during the block are appended to ``calls`` (and made as usual)."""
-    call = getattr(obj, method)
-
-    def counting(*args, **kwargs):
-        calls.append(method)
-        return call(*args, **kwargs)
-
-    with replaced(obj, method, counting):
-        yield
-
-
-@contextlib.contextmanager
-def _disabled(obj, *methods: str):
-    """The named methods of ``obj`` do nothing during the block."""
-    with contextlib.ExitStack() as stack:
-        for method in methods:
-            stack.enter_context(replaced(obj, method, lambda *a, **k: None))
-        yield
-
-
-@contextlib.contextmanager
-def _norm_statistics_kept(model):
-    """Batch-norm layers of ``model`` normalise with their running statistics and leave them unchanged in the block."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
-    for norm in norms:
-        norm.train(False)
-    try:
-        yield
-    finally:
-        for norm in norms:
-            norm.train(True)
-
-
-@contextlib.contextmanager
-def _trained_tensors_only(model, blocked: dict):
-    """``model.load_state_dict`` changes only trainable parameters during the block; the largest change
-    refused for each other tensor is recorded in ``blocked``."""
-    load = model.load_state_dict
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-
-    def load_trained_only(state_dict, *args, **kwargs):
-        own = model.state_dict()
-        kept = dict(state_dict)
-        for key, value in state_dict.items():
-            if key in own and key not in trainable:
-                if torch.is_tensor(value) and torch.is_tensor(own[key]) and value.shape == own[key].shape:
-                    change = (value.to(own[key].device).double() - own[key].double()).abs().max().item()
-                    if change > 0:
-                        blocked[key] = max(change, blocked.get(key, 0.0))
-                kept[key] = own[key]
-        return load(kept, *args, **kwargs)
-
-    with replaced(model, "load_state_dict", load_trained_only):
-        yield

@@ -15,6 +15,10 @@ interpolation PIL and torch share), ``DecodedBank`` replaces it:
 - each crop is a view of the stored image, resized on the target device with torch's antialiased
   bicubic/bilinear filter (PIL's filters), then the batch is flipped and normalised in one call.
 
+The test transform (Resize, CenterCrop, ToTensor, Normalize; ``DPC.NEG_TRANSFORM test``) is deterministic:
+``FixedAugment`` runs its PIL steps once per image when it is decoded and stores the result, so every draw is
+Dassl's test-transform tensor bit for bit.
+
 ``negative_bank(impaths, transform, ...)`` picks the fast bank when it can and says why not otherwise.
 """
 from __future__ import annotations
@@ -36,18 +40,87 @@ DEFAULT_STORE_BYTES = 6 << 30  # ImageNet's few-shot base pool (500 x 16 images 
 _MODES = {T.InterpolationMode.BICUBIC: "bicubic", T.InterpolationMode.BILINEAR: "bilinear"}
 
 
-class TensorAugment:
+def _pixels(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # [3, h, w] uint8, a view of HWC
+
+
+def _normalization(steps) -> Optional[tuple]:
+    """(mean, std), or (None, None) without Normalize, when ``steps`` are ToTensor -> [Normalize]; else None."""
+    if not steps or not isinstance(steps[0], T.ToTensor):
+        return None
+    rest = steps[1:]
+    if not rest:
+        return None, None
+    if len(rest) == 1 and isinstance(rest[0], T.Normalize):
+        return rest[0].mean, rest[0].std
+    return None
+
+
+class _Finish:
+    """What every fast path ends with: uint8 batch -> flipped where drawn, float in [0, 1], normalised."""
+
+    def __init__(self, mean=None, std=None):
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def finish(self, batch: torch.Tensor, flips: Sequence[bool]) -> torch.Tensor:
+        """uint8 [n, 3, H, W] -> flipped where drawn, float in [0, 1], normalised: one call each for the batch."""
+        flip = torch.tensor(flips, dtype=torch.bool, device=batch.device).view(-1, 1, 1, 1)
+        batch = torch.where(flip, batch.flip(-1), batch)
+        x = batch.float().div_(255)
+        if self.mean is not None:
+            x = x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+        return x
+
+
+class FixedAugment(_Finish):
+    """Deterministic PIL steps (Resize, CenterCrop: Dassl's test transform) -> ToTensor -> [Normalize]. The PIL
+    steps run once per image, when it is decoded (``store``); a draw only stacks and normalises."""
+
+    STEPS = (T.Resize, T.CenterCrop)
+
+    def __init__(self, pil_steps, mean=None, std=None):
+        super().__init__(mean, std)
+        self.pil_steps = list(pil_steps)
+
+    @classmethod
+    def from_transform(cls, transform) -> Tuple[Optional["FixedAugment"], str]:
+        steps = list(getattr(transform, "transforms", []))
+        kinds = [type(s).__name__ for s in steps]
+        n = 0
+        while n < len(steps) and isinstance(steps[n], cls.STEPS):
+            n += 1
+        last = steps[n - 1] if n else None
+        if not isinstance(last, T.CenterCrop) and not (isinstance(last, T.Resize) and not isinstance(last.size, int)
+                                                       and len(last.size) == 2):
+            return None, (f"the transform ({', '.join(kinds) or type(transform).__name__}) does not start with "
+                          "resize and centre crop to a fixed size")
+        norm = _normalization(steps[n:])
+        if norm is None:
+            return None, f"the transform ({', '.join(kinds)}) has other steps than resize, crop, normalise"
+        return cls(steps[:n], *norm), ""
+
+    def store(self, img: Image.Image) -> Tuple[torch.Tensor, int, int]:
+        for step in self.pil_steps:
+            img = step(img)
+        pixels = _pixels(img)
+        return pixels, pixels.shape[1], pixels.shape[2]
+
+    def crop(self, pixels, height, width, generator, device) -> Tuple[torch.Tensor, bool]:
+        return pixels.to(device), False
+
+
+class TensorAugment(_Finish):
     """RandomResizedCrop -> [RandomHorizontalFlip] -> ToTensor -> [Normalize], read off a torchvision Compose."""
 
     def __init__(self, size: Tuple[int, int], scale, ratio, mode: str, flip_p: Optional[float] = None, mean=None,
                  std=None):
+        super().__init__(mean, std)
         self.size = (int(size[0]), int(size[1]))
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
         self.mode = mode
         self.flip_p = flip_p  # None: no flip step (and no random draw for it)
-        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
     @classmethod
     def from_transform(cls, transform) -> Tuple[Optional["TensorAugment"], str]:
@@ -55,21 +128,18 @@ class TensorAugment:
         steps = list(getattr(transform, "transforms", []))
         kinds = [type(s).__name__ for s in steps]
         if not steps or not isinstance(steps[0], T.RandomResizedCrop):
-            return None, f"the train transform ({', '.join(kinds) or type(transform).__name__}) does not start with RandomResizedCrop"
+            return None, (f"the train transform ({', '.join(kinds) or type(transform).__name__}) does not start "
+                          "with RandomResizedCrop")
         crop, rest = steps[0], steps[1:]
         if crop.interpolation not in _MODES:
             return None, f"interpolation {crop.interpolation.value} has no antialiased tensor equivalent"
         flip_p = None
         if rest and isinstance(rest[0], T.RandomHorizontalFlip):
             flip_p, rest = rest[0].p, rest[1:]
-        if not rest or not isinstance(rest[0], T.ToTensor):
+        norm = _normalization(rest)
+        if norm is None:
             return None, f"the train transform ({', '.join(kinds)}) has other steps than crop, flip, normalise"
-        rest = rest[1:]
-        mean = std = None
-        if rest and isinstance(rest[0], T.Normalize):
-            mean, std, rest = rest[0].mean, rest[0].std, rest[1:]
-        if rest:
-            return None, f"the train transform ({', '.join(kinds)}) has other steps than crop, flip, normalise"
+        mean, std = norm
         size = crop.size if isinstance(crop.size, (tuple, list)) else (crop.size, crop.size)
         if len(size) == 1:
             size = (size[0], size[0])
@@ -121,25 +191,33 @@ class TensorAugment:
         x = F.interpolate(crop.unsqueeze(0).float(), size=self.size, mode=self.mode, antialias=True)[0]
         return x.round_().clamp_(0, 255).to(torch.uint8)
 
-    def finish(self, batch: torch.Tensor, flips: Sequence[bool]) -> torch.Tensor:
-        """uint8 [n, 3, H, W] -> flipped where drawn, float in [0, 1], normalised: one call each for the batch."""
-        flip = torch.tensor(flips, dtype=torch.bool, device=batch.device).view(-1, 1, 1, 1)
-        batch = torch.where(flip, batch.flip(-1), batch)
-        x = batch.float().div_(255)
-        if self.mean is not None:
-            x = x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
-        return x
+    def store(self, img: Image.Image) -> Tuple[torch.Tensor, int, int]:
+        """(uint8 [3, h, w], original height, original width): above ``max_pixels`` a downscaled copy."""
+        width, height = img.size
+        if width * height > self.max_pixels():  # keep the aspect, shrink to the pixel budget
+            factor = math.sqrt(self.max_pixels() / (width * height))
+            img = img.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.BICUBIC)
+        return _pixels(img), height, width
+
+    def crop(self, pixels, height, width, generator, device) -> Tuple[torch.Tensor, bool]:
+        """A random crop of a stored image, resized on ``device``, and whether to flip it."""
+        top, left, h, w, flip = self.draw(height, width, generator)
+        if pixels.shape[1] != height:  # stored downscaled: the same box in stored pixels
+            fy, fx = pixels.shape[1] / height, pixels.shape[2] / width
+            top, left = int(top * fy), int(left * fx)
+            h, w = max(1, round(h * fy)), max(1, round(w * fx))
+        return self.resize(pixels[:, top:top + h, left:left + w], device), flip
 
 
 class DecodedBank:
     """Negative images decoded once into a uint8 store (LRU-capped at ``max_bytes``) and augmented as tensors."""
 
-    def __init__(self, impaths: Sequence[str], augment: TensorAugment, generator: Optional[torch.Generator] = None,
+    def __init__(self, impaths: Sequence[str], augment, generator: Optional[torch.Generator] = None,
                  max_bytes: int = DEFAULT_STORE_BYTES, prefill: bool = True):
+        """``augment``: a ``TensorAugment`` (train transform) or ``FixedAugment`` (test transform)."""
         self.impaths = list(impaths)
         self.augment = augment
         self.max_bytes = int(max_bytes)
-        self.max_pixels = augment.max_pixels()
         self.generator = generator  # None: torch's default CPU generator
         # index -> (uint8 [3, h, w], original height, original width)
         self._store: "OrderedDict[int, Tuple[torch.Tensor, int, int]]" = OrderedDict()
@@ -158,13 +236,7 @@ class DecodedBank:
     # ------------------------------------------------------------ store
     def _decode(self, index: int) -> Tuple[torch.Tensor, int, int]:
         path = self.impaths[index]
-        img = open_image(path, read_negative(path))
-        width, height = img.size
-        if width * height > self.max_pixels:  # keep the aspect, shrink to the pixel budget
-            factor = math.sqrt(self.max_pixels / (width * height))
-            img = img.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.BICUBIC)
-        pixels = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # [3, h, w] uint8, a view of HWC
-        return pixels, height, width
+        return self.augment.store(open_image(path, read_negative(path)))
 
     def _put(self, index: int, entry, evict: bool) -> bool:
         size = entry[0].numel()
@@ -221,21 +293,20 @@ class DecodedBank:
             return torch.empty(0, device=device)
         crops, flips = [], []
         for index in indices:
-            pixels, height, width = self._entry(index)
-            top, left, h, w, flip = self.augment.draw(height, width, self.generator)
-            if pixels.shape[1] != height:  # stored downscaled: the same box in stored pixels
-                fy, fx = pixels.shape[1] / height, pixels.shape[2] / width
-                top, left = int(top * fy), int(left * fx)
-                h, w = max(1, round(h * fy)), max(1, round(w * fx))
-            crops.append(self.augment.resize(pixels[:, top:top + h, left:left + w], device))
+            crop, flip = self.augment.crop(*self._entry(index), self.generator, device)
+            crops.append(crop)
             flips.append(flip)
         return self.augment.finish(torch.stack(crops), flips)
 
 
 def negative_bank(impaths: Sequence[str], transform: Callable, generator: Optional[torch.Generator] = None,
                   max_bytes: int = DEFAULT_STORE_BYTES, prefill: bool = True, log=print):
-    """``DecodedBank`` when ``transform`` is crop/flip/normalise, else the per-draw PIL ``ImageBank``."""
+    """``DecodedBank`` when ``transform`` is random crop/flip/normalise (train) or resize/centre crop/normalise
+    (test), else the per-draw PIL ``ImageBank``."""
     augment, why = TensorAugment.from_transform(transform)
+    if augment is None:
+        augment, why_not_fixed = FixedAugment.from_transform(transform)
+        why = f"{why}; {why_not_fixed}"
     if augment is None:
         if log:
             log(f"DPC: negatives are decoded and transformed per draw with PIL ({why})")

@@ -9,6 +9,10 @@ import torch.nn as nn
 from ..encoders import PromptedCLIP, TextEncoder, count_tokens, embed_texts
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+# How CTX_INIT becomes the context. tokens: one context vector per BPE token of the init ("itap of a": 4),
+# CSC copies it per class. upstream (github KaiyangZhou/CoOp): one per space-separated word ("itap of a": 3,
+# the init's remaining tokens stay fixed text before the class name), and CSC is ignored (one shared context).
+CTX_INIT_RULES = ("tokens", "upstream")
 
 
 class CoOpPromptLearner(nn.Module):
@@ -19,17 +23,22 @@ class CoOpPromptLearner(nn.Module):
     """
 
     def __init__(self, classnames: Sequence[str], clip_model, n_ctx: int = 16, ctx_init: str = "",
-                 csc: bool = False, class_token_position: str = "end"):
+                 csc: bool = False, class_token_position: str = "end", ctx_init_rule: str = "tokens"):
         super().__init__()
         if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(f"CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}, got {class_token_position!r}")
+        if ctx_init_rule not in CTX_INIT_RULES:
+            raise ValueError(f"CTX_INIT_RULE must be one of {CTX_INIT_RULES}, got {ctx_init_rule!r}")
         dtype = clip_model.dtype
         width = clip_model.ln_final.weight.shape[0]
         n_cls = len(classnames)
 
         if ctx_init:
             ctx_init = ctx_init.replace("_", " ").strip()
-            n_ctx = count_tokens(ctx_init)
+            if ctx_init_rule == "upstream":
+                n_ctx, csc = len(ctx_init.split(" ")), False
+            else:
+                n_ctx = count_tokens(ctx_init)
             _, embedding = embed_texts(clip_model, [ctx_init])
             ctx = embedding[0, 1:1 + n_ctx].clone()
             if csc:
