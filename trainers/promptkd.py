@@ -21,6 +21,7 @@ from dassl.data.data_manager import build_data_loader
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
+from .dpc.errors import ConfigError
 from .base import PromptTrainer
 from .clip_loader import effective_precision, load_clip
 from .models.promptkd import PromptKDCLIP, distillation_loss
@@ -42,11 +43,11 @@ class PromptKD(PromptTrainer):
         super().check_cfg(cfg)
         c = cfg.TRAINER.PROMPTKD
         if c.TRAIN_IMAGES not in TRAIN_IMAGES:
-            raise ValueError(f"TRAINER.PROMPTKD.TRAIN_IMAGES must be one of {TRAIN_IMAGES}, got {c.TRAIN_IMAGES!r}")
+            raise ConfigError(f"TRAINER.PROMPTKD.TRAIN_IMAGES must be one of {TRAIN_IMAGES}, got {c.TRAIN_IMAGES!r}")
         if c.DPC_SCORER not in DPC_SCORERS:
-            raise ValueError(f"TRAINER.PROMPTKD.DPC_SCORER must be one of {DPC_SCORERS}, got {c.DPC_SCORER!r}")
+            raise ConfigError(f"TRAINER.PROMPTKD.DPC_SCORER must be one of {DPC_SCORERS}, got {c.DPC_SCORER!r}")
         if c.TEMPERATURE <= 0 or c.KD_WEIGHT < 0:
-            raise ValueError(f"TRAINER.PROMPTKD.TEMPERATURE must be > 0 and KD_WEIGHT >= 0, got {c.TEMPERATURE} "
+            raise ConfigError(f"TRAINER.PROMPTKD.TEMPERATURE must be > 0 and KD_WEIGHT >= 0, got {c.TEMPERATURE} "
                              f"and {c.KD_WEIGHT}")
 
     # ---------------------------------------------------------------- data
@@ -57,7 +58,7 @@ class PromptKD(PromptTrainer):
         dataset = self.dm.dataset
         items = getattr(dataset, "all_train", None)
         if items is None:
-            raise ValueError(f"TRAINER.PROMPTKD.TRAIN_IMAGES all-classes needs a dataset with an `all_train` list; "
+            raise ConfigError(f"TRAINER.PROMPTKD.TRAIN_IMAGES all-classes needs a dataset with an `all_train` list; "
                              f"{type(dataset).__name__} has none (use train-x)")
         x = self.cfg.DATALOADER.TRAIN_X
         self.train_loader_x = build_data_loader(
@@ -144,7 +145,7 @@ class PromptKD(PromptTrainer):
         if saved is None:
             print(f"Warning: {path} does not record its teacher; it is evaluated with {current['file']}")
         elif not same_teacher(saved, current):
-            raise ValueError(f"{path} was distilled from the teacher {saved.get('file')}, but this run's teacher is "
+            raise ConfigError(f"{path} was distilled from the teacher {saved.get('file')}, but this run's teacher is "
                              f"{current['file']} (other prompts): set TRAINER.PROMPTKD.TEACHER_DIR (and TEACHER_EPOCH) "
                              "to the teacher of that run")
 

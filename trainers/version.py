@@ -7,8 +7,10 @@ without its line). Every run records the version in its fingerprint: a finished 
 not reused, an interrupted one not resumed.
 """
 
-BEHAVIOUR_VERSION = 1
+BEHAVIOUR_VERSION = 2
 
 CHANGES = {
     1: "first recorded version (runs from before it are 'version unknown': reused with a notice, never resumed)",
+    2: "DPC_PromptKD as the release: x1/w_b on the text copy's context only (the student's prompts and projector "
+       "train plainly), new classes with stage 1's projector and BN statistics, negatives through the test transform",
 }

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import torch
 
+from .errors import ConfigError, MissingFileError
 from .files import atomic_write, atomic_write_text, error_summary, resume_path
 
 
@@ -62,7 +63,7 @@ def read_saved_model(directory: str, name: str, epoch: int | None):
     """(path, checkpoint) of a model saved for evaluation: epoch ``epoch``, else Dassl's model-best."""
     path = os.path.join(directory, name, f"model.pth.tar-{epoch}" if epoch else "model-best.pth.tar")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No model at {path}: check --model-dir (a training output dir) and "
+        raise MissingFileError(f"No model at {path}: check --model-dir (a training output dir) and "
                                 "--load-epoch (its last epoch, e.g. OPTIM.MAX_EPOCH)")
     return path, load_checkpoint(path)
 
@@ -78,11 +79,11 @@ def load_state_checked(module, state: dict, path: str, keys=None, hint: str = ""
     keys = list(own) if keys is None else list(keys)
     missing = [key for key in keys if key not in state]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(map(repr, missing[:5]))}"
+        raise ConfigError(f"{path} lacks {', '.join(map(repr, missing[:5]))}"
                          f"{' ...' if len(missing) > 5 else ''}. {hint}".rstrip())
     for key in keys:
         if torch.is_tensor(own[key]) and own[key].shape != state[key].shape:
-            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)} in the checkpoint but "
+            raise ConfigError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)} in the checkpoint but "
                              f"{tuple(own[key].shape)} in this model. {hint}".rstrip())
     module.load_state_dict({key: state[key] for key in keys}, strict=False)
 
@@ -164,14 +165,14 @@ def check_classes(path: str, ckpt: dict, expected, what: str) -> None:
     recorded = ckpt.get("classnames")
     if recorded is not None:
         if list(recorded) != expected:
-            raise ValueError(f"{path} was trained on other classes ({len(recorded)}: {_preview(recorded)}) than "
+            raise ConfigError(f"{path} was trained on other classes ({len(recorded)}: {_preview(recorded)}) than "
                              f"{what} ({len(expected)}: {_preview(expected)}): check --model-dir / DPC.STAGE1_DIR, "
                              "the dataset config, DATASET.SUBSAMPLE_CLASSES and the seed.")
         return
     prefix = ckpt.get("state_dict", ckpt).get("token_prefix")
     count = prefix.shape[0] if torch.is_tensor(prefix) else None
     if count is not None and count != len(expected):
-        raise ValueError(f"{path} was trained on other classes ({count} of them, by its token buffers) than "
+        raise ConfigError(f"{path} was trained on other classes ({count} of them, by its token buffers) than "
                          f"{what} ({len(expected)}).")
     known = f"its class count ({count}) and " if count is not None else ""
     print(f"Warning: {path} does not record the classes it was trained on; only {known}its prompt shapes "

@@ -53,6 +53,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from .errors import ConfigError
+
 MODES = ("stage1", "train", "base", "new")
 BASE_PROMPTS = ("parallel", "mixed")
 UPDATES = ("release", "frozen")
@@ -61,15 +63,15 @@ UPDATES = ("release", "frozen")
 def check_weights(w_base: float, w_new: float) -> None:
     """Reject collaboration weights outside the ranges the reparameterisation allows."""
     if not 0.0 < w_base <= 1.0:
-        raise ValueError(f"DPC.W_BASE must be in (0, 1], got {w_base} "
+        raise ConfigError(f"DPC.W_BASE must be in (0, 1], got {w_base} "
                          "(it divides the dual prompt: 0.2 is the paper's value, 1.0 for MaPLe)")
     if not 0.0 <= w_new <= 1.0:
-        raise ValueError(f"DPC.W_NEW must be in [0, 1], got {w_new} (the paper uses 1e-6; 0 keeps the stage-1 prompt)")
+        raise ConfigError(f"DPC.W_NEW must be in [0, 1], got {w_new} (the paper uses 1e-6; 0 keeps the stage-1 prompt)")
 
 
 def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"DPC.{key} must be one of {tuple(choices)}, got {value!r}")
+        raise ConfigError(f"DPC.{key} must be one of {tuple(choices)}, got {value!r}")
 
 
 def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -210,7 +212,7 @@ def attach(root: nn.Module, names: Sequence[str], w_train: float, w_base: float 
     check_choice("BASE_PROMPT", base_prompt, BASE_PROMPTS)
     check_choice("UPDATE", update, UPDATES)
     if not names:
-        raise ValueError("DPC found no learnable prompt tensor to wrap; list them in the trainer's "
+        raise ConfigError("DPC found no learnable prompt tensor to wrap; list them in the trainer's "
                          "`dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
     weighted = set(names if weighted is None else weighted)
     mixed_new = set(names if mixed_new is None else mixed_new)

@@ -25,3 +25,7 @@ def one_line(err: BaseException) -> str:
     for line in lines[1:]:
         text += (" " if text.endswith(":") else "; ") + line
     return text
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the run needs is not there (the message names it and how to make it)."""

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from dassl.data.transforms import build_transform
 
+from .errors import ConfigError, MissingFileError
 from . import dassl_compat, decoupling, replay, tensor_rules
 from .backbone_terms import missing_terms_note
 from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint, load_state_checked,
@@ -75,7 +76,7 @@ class DPCMixin:
         for w in d.SWEEP_W_BASE:
             decoupling.check_weights(w, d.W_NEW)
         if d.TOPK < 1:
-            raise ValueError(f"DPC.TOPK must be >= 1, got {d.TOPK}")
+            raise ConfigError(f"DPC.TOPK must be >= 1, got {d.TOPK}")
         decoupling.check_choice("NEG_SOURCE", d.NEG_SOURCE, NEG_SOURCES)
         decoupling.check_choice("BASE_PROMPT", d.BASE_PROMPT, decoupling.BASE_PROMPTS)
         decoupling.check_choice("UPDATE", d.UPDATE, decoupling.UPDATES)
@@ -102,7 +103,7 @@ class DPCMixin:
         self.dpc_prompts = {name: names for name, module in self._models.items()
                             if (names := decoupling.trainable_names(module, self.dpc_prompt_names))}
         if not self.dpc_prompts:
-            raise ValueError(f"DPC found no learnable prompt tensor in {type(self).__name__}'s registered models; "
+            raise ConfigError(f"DPC found no learnable prompt tensor in {type(self).__name__}'s registered models; "
                              "set `dpc_prompt_names` or make sure the backbone leaves its prompts trainable")
         owner = type(self).__name__
         self.dpc_weighted = tensor_rules.select(self.dpc_prompts, self.dpc_w_base_names, d.W_BASE_TENSORS, owner,
@@ -149,10 +150,10 @@ class DPCMixin:
     def check_checkpoint_kind(self, path: str, ckpt: dict) -> None:
         """Called by our backbones' ``load_model``: a stage-1 source must not be a DPC checkpoint, and vice versa."""
         if self.dpc_loading == "stage1" and "dpc" in ckpt:
-            raise ValueError(f"{path} is a DPC stage-2 checkpoint; DPC.STAGE1_DIR must point to the "
+            raise ConfigError(f"{path} is a DPC stage-2 checkpoint; DPC.STAGE1_DIR must point to the "
                              f"{self.dpc_backbone_name()} (stage-1) run")
         if self.dpc_loading != "stage1" and "dpc" not in ckpt:
-            raise ValueError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record); evaluate a stage-1 "
+            raise ConfigError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record); evaluate a stage-1 "
                              f"checkpoint with --trainer {self.dpc_backbone_name()}")
 
     def _dpc_load_stage1(self) -> dict:
@@ -163,7 +164,7 @@ class DPCMixin:
         for name in self.get_model_names():
             path = checkpoint_path(d.STAGE1_DIR, name, d.STAGE1_EPOCH)
             if not os.path.isfile(path):
-                raise FileNotFoundError(self._dpc_missing_stage1(path))
+                raise MissingFileError(self._dpc_missing_stage1(path))
             ckpt = load_checkpoint(path)
             with self._dpc_backbone_loading("stage1"):
                 self.check_checkpoint_kind(path, ckpt)
@@ -174,7 +175,7 @@ class DPCMixin:
             match = re.search(r"model\.pth\.tar-(\d+)$", path)
             epochs[name] = int(match.group(1)) if match else None  # None: Dassl's model-best.pth.tar
         if len(set(epochs.values())) != 1:
-            raise ValueError(f"the models of the stage-1 run {d.STAGE1_DIR} were saved at different epochs "
+            raise ConfigError(f"the models of the stage-1 run {d.STAGE1_DIR} were saved at different epochs "
                              f"{epochs}: set DPC.STAGE1_EPOCH")
         epoch = next(iter(epochs.values()))
         with self._dpc_backbone_loading("stage1"):
@@ -192,7 +193,7 @@ class DPCMixin:
         else:
             items = getattr(dataset, "full_train", None)
             if items is None:
-                raise ValueError(f"DPC.NEG_SOURCE full-train needs a dataset with a `full_train` list; "
+                raise ConfigError(f"DPC.NEG_SOURCE full-train needs a dataset with a `full_train` list; "
                                  f"{type(dataset).__name__} has none (use few-shot)")
         num_classes = self.dm.num_classes
         by_class = index_by_class([item.label for item in items], num_classes)
@@ -212,7 +213,7 @@ class DPCMixin:
         if choice == "auto":
             choice = self.dpc_negative_transform
             if choice not in ("train", "test"):
-                raise ValueError(f"{type(self).__name__}.dpc_negative_transform must be 'train' or 'test', got "
+                raise ConfigError(f"{type(self).__name__}.dpc_negative_transform must be 'train' or 'test', got "
                                  f"{choice!r} (or set DPC.NEG_TRANSFORM train|test)")
         return choice
 
@@ -275,7 +276,7 @@ class DPCMixin:
                 return
             meta = load_checkpoint(path).get("dpc")
             if meta is None:
-                raise ValueError(f"cannot resume from {path}: it is not a DPC stage-2 checkpoint; use a fresh --output-dir")
+                raise ConfigError(f"cannot resume from {path}: it is not a DPC stage-2 checkpoint; use a fresh --output-dir")
             d = self.cfg.DPC
             current = {"update": d.UPDATE, "w_base": d.W_BASE, "topk": d.TOPK, "neg_source": d.NEG_SOURCE,
                        "parallel_loss": d.PARALLEL_LOSS, "objective": d.OBJECTIVE, "negatives": d.NEGATIVES,
@@ -288,12 +289,12 @@ class DPCMixin:
             saved.setdefault("weighted_tensors", meta.get("prompt_tensors"))  # then w_b acted on every dual
             changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
             if changed:
-                raise ValueError(f"cannot resume {path} with other DPC settings ({'; '.join(changed)}): "
+                raise ConfigError(f"cannot resume {path} with other DPC settings ({'; '.join(changed)}): "
                                  "use the run's original options or a fresh --output-dir")
 
     def before_train(self):
         if self.dpc_stage1 is None:
-            raise ValueError("DPC.STAGE1_DIR is empty: stage 2 needs the stage-1 run of "
+            raise ConfigError("DPC.STAGE1_DIR is empty: stage 2 needs the stage-1 run of "
                              f"{self.dpc_backbone_name()}. " + self._dpc_missing_stage1("<DPC.STAGE1_DIR>"))
         super().before_train()
         note = missing_terms_note(self, DPCMixin)
@@ -466,7 +467,7 @@ class DPCMixin:
         """Load a DPC stage-2 checkpoint for evaluation: the backbone's own ``load_model`` restores what it
         restores (frozen tensors included), then every dual (M, P, w_b and rule) is loaded and checked."""
         if not directory:
-            raise ValueError("--model-dir is required to evaluate a DPC model")
+            raise ConfigError("--model-dir is required to evaluate a DPC model")
         saved = {}
         for name in self.get_model_names():
             path, ckpt = read_saved_model(directory, name, epoch)

@@ -18,6 +18,8 @@ from typing import Dict, List, Mapping, Sequence
 
 import torch
 
+from .errors import ConfigError
+
 
 @dataclass
 class NegativeBatch:
@@ -51,13 +53,13 @@ class HardNegativeSampler:
                  min_negatives: int = 2, rng: random.Random | None = None, classnames: Sequence[str] | None = None,
                  choice: str = "hard"):
         if choice not in ("hard", "random"):
-            raise ValueError(f"DPC.NEGATIVES must be hard or random, got {choice!r}")
+            raise ConfigError(f"DPC.NEGATIVES must be hard or random, got {choice!r}")
         if not 1 <= topk <= num_classes:
-            raise ValueError(f"DPC.TOPK={topk} must be between 1 and the number of base classes ({num_classes})")
+            raise ConfigError(f"DPC.TOPK={topk} must be between 1 and the number of base classes ({num_classes})")
         empty = [c for c in range(num_classes) if not items_by_class.get(c)]
         if empty:
             shown = [f"{c} ({classnames[c]})" if classnames else str(c) for c in empty[:10]]
-            raise ValueError(
+            raise ConfigError(
                 f"{len(empty)} base classes have no training image to draw negatives from: {', '.join(shown)}. "
                 "Use DPC.NEG_SOURCE full-train, or check the dataset's train split.")
         self.items_by_class = {c: list(items_by_class[c]) for c in range(num_classes)}

@@ -21,6 +21,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .errors import ConfigError
+
 CHOICES = ("auto", "all")
 Names = Dict[str, List[str]]  # registered model -> names of its duals
 
@@ -34,14 +36,14 @@ def select(prompts: Names, patterns: Optional[Sequence[str]], option: str, owner
     """The duals of each registered model a rule applies to. ``owner.attribute`` holds the declared
     ``patterns``; ``DPC.<key>`` is ``option``. A declared pattern that matches no dual is an error."""
     if option not in CHOICES:
-        raise ValueError(f"DPC.{key} must be one of {CHOICES}, got {option!r}")
+        raise ConfigError(f"DPC.{key} must be one of {CHOICES}, got {option!r}")
     if option == "all" or patterns is None:
         return {model: list(names) for model, names in prompts.items()}
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     every = [n for names in prompts.values() for n in names]
     unmatched = [p for p in patterns if not _matching(every, [p])]
     if unmatched:
-        raise ValueError(f"{owner}.{attribute} has patterns that match no tensor with a dual: {unmatched} "
+        raise ConfigError(f"{owner}.{attribute} has patterns that match no tensor with a dual: {unmatched} "
                          f"(the duals: {every}); fix the patterns, or set DPC.{key} all")
     return {model: _matching(names, patterns) for model, names in prompts.items()}
 

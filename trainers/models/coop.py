@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..dpc.errors import ConfigError
 from ..encoders import PromptedCLIP, TextEncoder, count_tokens, embed_texts
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
@@ -26,9 +27,9 @@ class CoOpPromptLearner(nn.Module):
                  csc: bool = False, class_token_position: str = "end", ctx_init_rule: str = "tokens"):
         super().__init__()
         if class_token_position not in CLASS_TOKEN_POSITIONS:
-            raise ValueError(f"CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}, got {class_token_position!r}")
+            raise ConfigError(f"CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}, got {class_token_position!r}")
         if ctx_init_rule not in CTX_INIT_RULES:
-            raise ValueError(f"CTX_INIT_RULE must be one of {CTX_INIT_RULES}, got {ctx_init_rule!r}")
+            raise ConfigError(f"CTX_INIT_RULE must be one of {CTX_INIT_RULES}, got {ctx_init_rule!r}")
         dtype = clip_model.dtype
         width = clip_model.ln_final.weight.shape[0]
         n_cls = len(classnames)
@@ -46,7 +47,7 @@ class CoOpPromptLearner(nn.Module):
             prefix_text = ctx_init
         else:
             if n_ctx < 1:
-                raise ValueError("N_CTX must be >= 1 when CTX_INIT is empty")
+                raise ConfigError("N_CTX must be >= 1 when CTX_INIT is empty")
             ctx = torch.empty(n_cls, n_ctx, width, dtype=dtype) if csc else torch.empty(n_ctx, width, dtype=dtype)
             nn.init.normal_(ctx, std=0.02)
             prefix_text = " ".join(["X"] * n_ctx)

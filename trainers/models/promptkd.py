@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..dpc.errors import ConfigError
 from ..encoders import PromptedVisionEncoder, require_vit
 from .vl_prompts import check_depth, deep_prompts, new_prompt, vision_layers, vision_width
 
@@ -47,7 +48,7 @@ class PromptKDLearner(nn.Module):
         require_vit(clip_model, "PromptKD")
         check_depth("PROMPTKD.PROMPT_DEPTH_VISION", depth_vision, vision_layers(clip_model), minimum=1)
         if n_ctx_vision < 1:
-            raise ValueError(f"PROMPTKD.N_CTX_VISION must be >= 1, got {n_ctx_vision}")
+            raise ConfigError(f"PROMPTKD.N_CTX_VISION must be >= 1, got {n_ctx_vision}")
         width = vision_width(clip_model)
         self.vision_ctx = new_prompt(n_ctx_vision, width)
         self.deep_vision = deep_prompts(depth_vision - 1, n_ctx_vision, width)
