@@ -12,11 +12,9 @@ them in the run's log. The file's shapes are cached by its digest, so a reused r
 """
 from __future__ import annotations
 
-import json
 import os
 
-from .dpc.files import atomic_write_text
-from .provenance import cache_dir, cached_sha256
+from .provenance import cached_sha256, read_cache, write_cache
 
 # trainer config node -> its prompt-depth keys, each limited by the vision layers, the text layers or both
 DEPTH_LIMITS = {
@@ -37,12 +35,7 @@ def usable_cpus() -> int:
 def clip_shape(path: str) -> dict:
     """``{"image_size", "vision_layers", "text_layers", "kind"}`` of a CLIP weight file, cached by content."""
     digest = cached_sha256(path)
-    cache = os.path.join(cache_dir(), "clip-shapes.json")
-    try:
-        with open(cache, encoding="utf-8") as f:
-            known = json.load(f)
-    except (OSError, ValueError):
-        known = {}
+    known = read_cache("clip-shapes.json")
     if digest not in known:
         from .clip_loader import architecture_of, read_state_dict  # torch: only for a file not seen before
 
@@ -50,10 +43,7 @@ def clip_shape(path: str) -> dict:
         layers = arch.vision_layers if arch.kind == "ViT" else 0  # ResNets take no vision prompts
         known[digest] = {"image_size": arch.image_size, "vision_layers": layers, "text_layers": arch.text_layers,
                          "kind": arch.kind}
-        try:
-            atomic_write_text(cache, json.dumps(known, indent=1, sort_keys=True) + "\n")
-        except OSError:
-            pass
+        write_cache("clip-shapes.json", known)
     return known[digest]
 
 

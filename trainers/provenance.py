@@ -43,26 +43,35 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def read_cache(name: str) -> dict:
+    """A JSON cache file of ``cache_dir()`` ({} when absent or unreadable)."""
+    try:
+        with open(os.path.join(cache_dir(), name), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def write_cache(name: str, known: dict) -> None:
+    """Replace a JSON cache file atomically; a read-only home only costs recomputing next time."""
+    try:
+        atomic_write_text(os.path.join(cache_dir(), name), json.dumps(known, indent=0, sort_keys=True) + "\n")
+    except OSError:
+        pass
+
+
 def cached_sha256(path: str) -> str:
     """sha256 of ``path``, from the digest cache while the file's path, size, times and inode are unchanged."""
     real = os.path.realpath(path)
     st = os.stat(real)
     key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
-    cache = os.path.join(cache_dir(), "digests.json")
-    try:
-        with open(cache, encoding="utf-8") as f:
-            known = json.load(f)
-    except (OSError, ValueError):
-        known = {}
+    known = read_cache("digests.json")
     if key in known:
         return known[key]
     value = sha256_of(real)
     known = {k: v for k, v in known.items() if not k.startswith(real + "|")}  # the file's older versions
     known[key] = value
-    try:
-        atomic_write_text(cache, json.dumps(known, indent=0, sort_keys=True) + "\n")
-    except OSError:  # a read-only home: digests are then computed every time
-        pass
+    write_cache("digests.json", known)
     return value
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import socket
@@ -29,7 +28,7 @@ import time
 
 from .dpc.errors import UserError
 from .dpc.files import atomic_write_text, checkpoint_path
-from .provenance import PROVENANCE_KEYS, VERSION_KEY, provenance
+from .provenance import PROVENANCE_KEYS, VERSION_KEY, provenance, sha256_of
 from .version import BEHAVIOUR_VERSION
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -80,14 +79,6 @@ def exclusive(directory: str):
         os.close(fd)
 
 
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _flatten(node, prefix: str = "") -> dict:
     out = {}
     for key, value in node.items():
@@ -124,7 +115,7 @@ def _saved_models(directory: str, epoch) -> dict:
         name = os.path.basename(os.path.dirname(folder))
         path = checkpoint_path(directory, name, epoch)
         if os.path.isfile(path):
-            found[name] = file_digest(path)
+            found[name] = sha256_of(path)
     return found
 
 
