@@ -110,16 +110,22 @@ EXPECTED = {  # (update, base prompt): (P', base prompt, new prompt with w_n = 0
 }
 
 
-@pytest.mark.parametrize("update,base_prompt", VARIANTS)
-def test_sgd_with_momentum_and_weight_decay_matches_the_hand_computed_step(update, base_prompt):
+def two_sgd_steps(**options):
+    """A dual prompt P = (1, 2) after two SGD steps (lr 0.5, momentum 0.5, weight decay 0.25) on loss c . ctx."""
     module = OnePrompt(torch.tensor([1.0, 2.0]))
-    decoupling.attach(module, ["ctx"], w_train=0.25, w_new=0.5, base_prompt=base_prompt, update=update)
+    decoupling.attach(module, ["ctx"], w_train=0.25, w_new=0.5, **options)
     optim = torch.optim.SGD(module.parameters(), lr=0.5, momentum=0.5, weight_decay=0.25)
     c = torch.tensor([1.0, -2.0])
     for _ in range(2):
         optim.zero_grad()
         (c * module.ctx).sum().backward()
         optim.step()
+    return module
+
+
+@pytest.mark.parametrize("update,base_prompt", VARIANTS)
+def test_sgd_with_momentum_and_weight_decay_matches_the_hand_computed_step(update, base_prompt):
+    module = two_sgd_steps(update=update, base_prompt=base_prompt)
     parallel, base, new = (torch.tensor(v) for v in EXPECTED[update, base_prompt])
     assert torch.equal(module.parametrizations.ctx.original.detach(), torch.tensor(M_AFTER_TWO_STEPS))
     for mode, expected in (("train", parallel), ("base", base), ("new", new), ("stage1", torch.tensor([1.0, 2.0]))):
@@ -137,15 +143,8 @@ PLAIN_AFTER_TWO_STEPS = [-0.484375, 3.78125]
 @pytest.mark.parametrize("update,base_prompt", VARIANTS)
 @pytest.mark.parametrize("mixed_new", [True, False])
 def test_a_dual_w_b_does_not_act_on_trains_as_a_plain_parameter(update, base_prompt, mixed_new):
-    module = OnePrompt(torch.tensor([1.0, 2.0]))
-    decoupling.attach(module, ["ctx"], w_train=0.25, w_new=0.5, base_prompt=base_prompt, update=update,
-                      weighted=[], mixed_new=["ctx"] if mixed_new else [])
-    optim = torch.optim.SGD(module.parameters(), lr=0.5, momentum=0.5, weight_decay=0.25)
-    c = torch.tensor([1.0, -2.0])
-    for _ in range(2):
-        optim.zero_grad()
-        (c * module.ctx).sum().backward()
-        optim.step()
+    module = two_sgd_steps(update=update, base_prompt=base_prompt, weighted=[],
+                           mixed_new=["ctx"] if mixed_new else [])
     plain = torch.tensor(PLAIN_AFTER_TWO_STEPS)
     new = torch.tensor([0.2578125, 2.890625]) if mixed_new else torch.tensor([1.0, 2.0])
     decoupling.set_weights(module, w_base=0.5)  # a w_b sweep leaves it alone too
