@@ -12,7 +12,10 @@ if ROOT not in sys.path:
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.clip_loader import load_clip  # noqa: E402
 
-torch.set_num_threads(1)  # stable timings on shared 2-core machines
+# One torch thread per test process, and for the train.py / tool processes the tests start (they inherit the
+# environment): pytest-xdist runs one worker per CPU (pytest.ini), so more threads would only oversubscribe.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
