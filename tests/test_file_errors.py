@@ -19,7 +19,8 @@ from trainers import clip_loader
 from trainers.clip_loader import CLIPWeightsError, CLIPWeightsNotFound, load_clip
 from trainers.dpc.checkpoint import atomic_save, load_checkpoint, read_saved_model
 from trainers.dpc.files import checkpoint_path
-from trainers.dpc.image_bank import IMAGE_HINT, ImageBank, ImageFileError, image_problem, open_image
+from trainers.dpc.image_bank import ImageBank
+from trainers.dpc.image_files import IMAGE_HINT, ImageFileError, image_problem, open_image
 from trainers.models.vl_prompts import check_image_size
 
 

@@ -18,7 +18,7 @@ from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.dpc import dassl_compat  # noqa: E402
 from trainers.dpc.checkpoint import atomic_save  # noqa: E402
-from trainers.dpc.image_bank import IMAGE_HINT, ImageFileError  # noqa: E402
+from trainers.dpc.image_files import IMAGE_HINT, ImageFileError  # noqa: E402
 
 dassl_compat.apply()
 
