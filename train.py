@@ -16,6 +16,7 @@ from trainers.dpc.errors import ConfigError
 from trainers.dpc.files import atomic_write_text
 from trainers.fit_clip import fit
 from trainers.options import check_options, check_run
+from trainers.stage1_run import check_stage1_run
 
 
 def load_components():
@@ -170,6 +171,8 @@ def main(args):
         check_run(cfg, args.eval_only)
         return
     check_options(cfg)
+    if cfg.TRAINER.NAME.startswith("DPC_") and cfg.DPC.STAGE1_DIR and not args.eval_only:
+        notes.extend(check_stage1_run(cfg))
     current = run_dir.fingerprint(cfg, args.eval_only, args.model_dir, args.load_epoch)
     defaults = default_settings()
     if already_done(cfg, run_dir.previous_run(cfg.OUTPUT_DIR, current, defaults, args.force), args):

@@ -84,12 +84,13 @@ class CoOpDataset(DatasetBase):
         """Training images whose JPEG data is damaged: an error, or (DATASET.IMAGE_WARNINGS warn) their paths."""
         if not warned:
             return []
-        text = (f"{len(warned)} training images hold damaged JPEG data, which PIL decodes to noise without a word:\n"
-                + listed(warned))
+        text = f"{len(warned)} training images hold damaged JPEG data, which PIL decodes to noise without a word"
         if policy != "warn":
-            raise ImageFileError(f"{text}\n{IMAGE_HINT} (DATASET.IMAGE_WARNINGS warn trains on them anyway, naming "
-                                 "them in the log and in done.json)")
-        print(f"WARNING: {text}\nTraining on them anyway (DATASET.IMAGE_WARNINGS warn).")
+            raise ImageFileError(f"{text}:\n{listed(warned)}\n{IMAGE_HINT} (DATASET.IMAGE_WARNINGS warn trains on "
+                                 "them anyway, naming them in the log and in done.json)")
+        # one line: the quiet terminal shows it whole
+        print(f"WARNING: {text}; training on them (DATASET.IMAGE_WARNINGS warn): "
+              + "; ".join(listed(warned).strip().split("\n  ")))
         return [path for path, _ in warned]
 
     def _datums(self, records):
