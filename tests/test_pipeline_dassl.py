@@ -298,14 +298,13 @@ def test_an_unfinished_stage1_is_refused_by_name(workspace, dpc_pipeline):
     (["SEED", "2"], "SEED 1 in stage 1, 2 here"),
 ])
 def test_a_stage1_of_other_shots_or_seed_is_refused_unless_allowed(workspace, dpc_pipeline, opts, mismatch):
-    from trainers.stage1_run import check_stage1_run
-
     stage1 = run_dir(workspace, "train_base", "CoOp", COOP_CFG)
     proc, printed = dpc_stage2(workspace, *opts)
     assert proc.returncode == 2 and "epoch [" not in printed
     assert f"the stage-1 run {stage1} was trained on another few-shot sample ({mismatch})" in proc.stderr
     assert "DPC.ALLOW_STAGE1_MISMATCH True if the mismatch is wanted" in proc.stderr
     import train
+    from trainers.stage1_run import check_stage1_run
 
     args = ["--root", workspace["env"]["DATA_ROOT"], "--seed", "1", "--trainer", "DPC_CoOp", "--dataset-config-file",
             f"{ROOT}/configs/datasets/eurosat.yaml", "DATASET.NUM_SHOTS", str(SHOTS), "DPC.STAGE1_DIR", str(stage1)]
