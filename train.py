@@ -15,12 +15,14 @@ from trainers.config import extend_cfg
 from trainers.dpc.errors import ConfigError
 from trainers.dpc.files import atomic_write_text
 from trainers.fit_clip import fit
+from trainers.options import check_options, check_run
+from trainers.stage1_run import check_stage1_run
 
 
 def load_components():
     """Import torch, Dassl's engine, our datasets and trainers (registering them): seconds, so only when a
     run really happens (a finished run is skipped without it)."""
-    import datasets  # noqa: F401
+    import datasets
     import trainers.cocoop  # noqa: F401
     import trainers.coop  # noqa: F401
     import trainers.dpc_trainers  # noqa: F401
@@ -29,6 +31,8 @@ def load_components():
     import trainers.maple  # noqa: F401
     import trainers.promptkd  # noqa: F401
     import trainers.promptsrc  # noqa: F401
+
+    datasets.register()
 
 
 def build(cfg):
@@ -57,6 +61,9 @@ def parse_args(argv=None):
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--check-only", action="store_true",
+                        help="check the resolved options (and DPC.TOPK against the dataset's classes) and exit: "
+                             "no torch, nothing written (the scripts check every stage this way first)")
     parser.add_argument("--force", action="store_true",
                         help="redo an evaluation (--eval-only) that already finished in --output-dir; start over a "
                              "run recorded there with other settings, weights, data or code")
@@ -160,6 +167,12 @@ def final_accuracy(trainer):
 def main(args):
     notes = []
     cfg = setup_cfg(args, notes)
+    if args.check_only:
+        check_run(cfg, args.eval_only)
+        return
+    check_options(cfg)
+    if cfg.TRAINER.NAME.startswith("DPC_") and cfg.DPC.STAGE1_DIR and not args.eval_only:
+        notes.extend(check_stage1_run(cfg))
     current = run_dir.fingerprint(cfg, args.eval_only, args.model_dir, args.load_epoch)
     defaults = default_settings()
     if already_done(cfg, run_dir.previous_run(cfg.OUTPUT_DIR, current, defaults, args.force), args):
@@ -230,7 +243,9 @@ def run(cfg, args, notes=()):
     result = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "accuracy": final_accuracy(trainer),
               "eval_only": bool(args.eval_only), "model_dir": args.model_dir, "load_epoch": args.load_epoch,
               # this process's training/evaluation, after the build (a resumed run: since it resumed)
-              "train_seconds": round(time.monotonic() - started, 3)}
+              "train_seconds": round(time.monotonic() - started, 3),
+              # training images trained on although their JPEG data is damaged (DATASET.IMAGE_WARNINGS warn)
+              "image_warnings": getattr(trainer.dm.dataset, "image_warnings", [])}
     atomic_write_text(os.path.join(cfg.OUTPUT_DIR, run_dir.DONE_FILE), json.dumps(result, indent=2) + "\n")
 
 

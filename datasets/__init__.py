@@ -1,25 +1,25 @@
 """CoOp-format datasets for Dassl.
 
-`import datasets` registers ImageNet, Caltech101, OxfordPets, StanfordCars,
+`datasets.register()` registers ImageNet, Caltech101, OxfordPets, StanfordCars,
 OxfordFlowers, Food101, FGVCAircraft, SUN397, DescribableTextures, EuroSAT,
 UCF101, ImageNetV2, ImageNetSketch, ImageNetA and ImageNetR with Dassl's
 DATASET_REGISTRY, and ToyWorld, the synthetic world of tools/toyworld. The logic lives in modules that do not import Dassl
-(records, readers, fewshot, subsample, specs, pipeline); when Dassl is not
-installed only those are available.
+(records, readers, fewshot, subsample, specs, pipeline): `import datasets` imports only those, so the option
+checks run without torch (`train.py --check-only`).
 """
 
-import importlib.util
-
-from .pipeline import Splits, build_splits
+from .pipeline import Splits, build_splits, count_classes
 from .readers import DatasetNotFoundError
 from .specs import SPECS, config_files, get_spec
 from .subsample import SUBSAMPLE_CHOICES
 
 __all__ = ["SPECS", "SUBSAMPLE_CHOICES", "DatasetNotFoundError", "Splits", "build_splits",
-           "config_files", "get_spec"]
+           "config_files", "count_classes", "get_spec"]
 
-if importlib.util.find_spec("dassl") is not None:
-    from . import (  # noqa: F401  (importing registers the datasets)
+
+def register():
+    """Import the Dassl dataset modules, which registers them (imports Dassl and torch: seconds)."""
+    from . import (  # noqa: F401
         caltech101,
         dtd,
         eurosat,
@@ -37,6 +37,3 @@ if importlib.util.find_spec("dassl") is not None:
         toyworld,
         ucf101,
     )
-    from .base import CoOpDataset
-
-    __all__ += ["CoOpDataset"]

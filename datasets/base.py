@@ -11,7 +11,9 @@ import time
 from dassl.data.datasets import DatasetBase, Datum
 
 from .pipeline import build_splits
-from .readers import DatasetNotFoundError, check_image_files
+from trainers.dpc.image_files import IMAGE_HINT, ImageFileError
+
+from .readers import DatasetNotFoundError, check_image_files, listed
 
 
 def to_datum(record):
@@ -35,7 +37,10 @@ class CoOpDataset(DatasetBase):
     train_x / val / test it offers `full_train`: the whole train split after
     class subsampling, before few-shot sampling. Every image of train_x, val
     and test is checked before training (header and end marker, see
-    `readers.check_image_files`), so a damaged file stops the run at once.
+    `readers.check_image_files`), so a damaged file stops the run at once; the
+    training images are also decoded in full, and JPEG data the decoder reports
+    damaged stops it too (DATASET.IMAGE_WARNINGS warn: trains on, naming them in
+    `image_warnings`).
     """
 
     spec = None  # a datasets.specs.DatasetSpec
@@ -65,8 +70,28 @@ class CoOpDataset(DatasetBase):
         )
         start = time.time()
         paths = [r.impath for split in (splits.train, splits.val or [], splits.test) for r in split]
-        check_image_files(paths)
-        print(f"Checked {len(set(paths)):,} image files in {time.time() - start:.1f} s")
+        train = [] if self.spec.test_only else [r.impath for r in splits.train]
+        warned = check_image_files(paths, decoded=train)
+        print(f"Checked {len(set(paths)):,} image files ({len(set(train)):,} training images decoded in full) "
+              f"in {time.time() - start:.1f} s")
+        self.image_warnings = self._decoder_warnings(warned, cfg.DATASET.get("IMAGE_WARNINGS", "error"))
+        if cfg.DATASET.NUM_SHOTS < 1:
+            print(f"DATASET.NUM_SHOTS {cfg.DATASET.NUM_SHOTS}: all {len(splits.train):,} training images, no few-shot "
+                  "sampling")
+
+    @staticmethod
+    def _decoder_warnings(warned, policy):
+        """Training images whose JPEG data is damaged: an error, or (DATASET.IMAGE_WARNINGS warn) their paths."""
+        if not warned:
+            return []
+        text = f"{len(warned)} training images hold damaged JPEG data, which PIL decodes to noise without a word"
+        if policy != "warn":
+            raise ImageFileError(f"{text}:\n{listed(warned)}\n{IMAGE_HINT} (DATASET.IMAGE_WARNINGS warn trains on "
+                                 "them anyway, naming them in the log and in done.json)")
+        # one line: the quiet terminal shows it whole
+        print(f"WARNING: {text}; training on them (DATASET.IMAGE_WARNINGS warn): "
+              + "; ".join(listed(warned).strip().split("\n  ")))
+        return [path for path, _ in warned]
 
     def _datums(self, records):
         if records is None:

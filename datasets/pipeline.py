@@ -106,6 +106,20 @@ def load_raw_splits(spec, dataset_dir, store=None):
         raise DatasetNotFoundError(err.filename, "file or folder", spec.layout, spec.name, spec.fix) from err
 
 
+def _dataset_dir(spec, root):
+    root = os.path.abspath(os.path.expanduser(root))
+    _require(root, "dataset root (DATASET.ROOT / --root)", spec)
+    return _require(os.path.join(root, spec.folder), "dataset folder", spec)
+
+
+def count_classes(spec, root, subsample="all"):
+    """How many classes a run on `subsample` (all|base|new) of the dataset under `root` trains on (reads the
+    split files only: no few-shot sampling, no image)."""
+    train = load_raw_splits(spec, _dataset_dir(spec, root))[0]
+    labels = select_labels(train, check_subsample(subsample))
+    return len(labels) if labels is not None else len({item.label for item in train})
+
+
 def build_splits(spec, root, num_shots=-1, seed=-1, subsample="all", store=None, log=print):
     """Load a dataset `spec` under `root` (DATASET.ROOT) and apply the CoOp protocol.
 
@@ -116,10 +130,7 @@ def build_splits(spec, root, num_shots=-1, seed=-1, subsample="all", store=None,
     `store` converts records before they are pickled (see fewshot.py).
     """
     check_subsample(subsample)
-    root = os.path.abspath(os.path.expanduser(root))
-    _require(root, "dataset root (DATASET.ROOT / --root)", spec)
-    dataset_dir = _require(os.path.join(root, spec.folder), "dataset folder", spec)
-
+    dataset_dir = _dataset_dir(spec, root)
     train, val, test = load_raw_splits(spec, dataset_dir, store)
     full_train = all_train = train
     if num_shots >= 1 and not spec.test_only:

@@ -10,7 +10,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from trainers.dpc.errors import ConfigError, UserError
-from trainers.dpc.image_bank import IMAGE_HINT, ImageFileError, image_problem
+from trainers.dpc.image_files import IMAGE_HINT, ImageFileError, decoder_warning, image_problem
 
 from .records import Record
 
@@ -51,20 +51,36 @@ class AnnotationFileError(UserError, ValueError):
         self.path = path
 
 
-def check_image_files(paths, workers=None, shown=5):
+def listed(problems, shown=5):
+    """'  path (why)' lines of the first `shown` (path, why) pairs, and how many more there are."""
+    lines = [f"  {path} ({why})" for path, why in problems[:shown]]
+    if len(problems) > shown:
+        lines.append(f"  ... and {len(problems) - shown} more")
+    return "\n".join(lines)
+
+
+def check_image_files(paths, decoded=(), workers=None, shown=5):
     """Check that every image file can be read (`image_problem`: header, end marker);
-    raise `ImageFileError` naming the bad files. Threads (default: one per CPU core,
-    at most 8) overlap the file reads; about 0.1 ms per cached file."""
+    raise `ImageFileError` naming the bad files. The files in `decoded` are also decoded
+    in full (`decoder_warning`: JPEG data damaged inside, which PIL decodes to noise without
+    a word); returns their [(path, decoder's warning)]. Threads (default: one per CPU core,
+    at most 8) overlap the file reads; about 0.1 ms per cached file, plus one strict decode
+    per file in `decoded` (bench/image_check.py)."""
     paths = list(dict.fromkeys(paths))
+    decoded = set(decoded)
     workers = workers or min(8, os.cpu_count() or 1)
+
+    def check(path):
+        problem = image_problem(path)
+        return problem, (decoder_warning(path) if problem is None and path in decoded else None)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = [(p, why) for p, why in zip(paths, pool.map(image_problem, paths)) if why]
+        found = list(zip(paths, pool.map(check, paths)))
+    problems = [(path, problem) for path, (problem, _) in found if problem]
     if problems:
-        lines = [f"  {path} ({why})" for path, why in problems[:shown]]
-        if len(problems) > shown:
-            lines.append(f"  ... and {len(problems) - shown} more")
         raise ImageFileError(f"{len(problems)} of {len(paths)} image files cannot be read:\n"
-                             + "\n".join(lines) + "\n" + IMAGE_HINT)
+                             + listed(problems, shown) + "\n" + IMAGE_HINT)
+    return [(path, warning) for path, (_, warning) in found if warning]
 
 
 def list_nohidden(path, dirs_only=False, ignore=()):

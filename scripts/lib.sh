@@ -3,7 +3,7 @@
 # Environment:
 #   DATA_ROOT    dataset root holding eurosat/, oxford_pets/, ... (default: <repo>/data)
 #   OUTPUT_ROOT  where runs go (default: output, relative to the repository)
-#   SHOTS        shots per base class (default: 16)
+#   SHOTS        shots per base class (default: 16), or all: every training image (DATASET.NUM_SHOTS 0, runs in shots_all)
 #   PYTHON       interpreter (default: python)
 #   FORCE=1      redo evaluations that already finished, and start over a run recorded with other settings,
 #                CLIP weights, dataset files or code behaviour version (train.py --force); a finished
@@ -29,6 +29,7 @@ SHOTS=${SHOTS:-16}
 PYTHON=${PYTHON:-python}
 
 die() { echo "error: $*" >&2; exit 2; }
+say() { [ -n "${CHECK_ONLY:-}" ] || echo "$@"; }  # progress lines, not in the checking pass (checked)
 
 # ---- argument checks (bash only: they answer at once and create nothing)
 
@@ -51,18 +52,21 @@ check_config() {
     [ -f "$1" ] || die "config file not found: $1"
 }
 
-# check_opts KEY VALUE ...: trailing yacs options come in pairs with dotted upper-case keys
+# check_opts KEY VALUE ...: trailing yacs options come in pairs with dotted upper-case keys (not DATASET.NUM_SHOTS:
+# the run directories are named after SHOTS)
 check_opts() {
     (( $# % 2 == 0 )) || die "yacs options come in KEY VALUE pairs; got an odd number of words: $*"
     local i
     for ((i = 1; i < $#; i += 2)); do
         [[ ${!i} =~ ^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$ ]] ||
             die "'${!i}' is not a yacs option key (options are KEY VALUE pairs such as OPTIM.MAX_EPOCH 5)"
+        [ "${!i}" != DATASET.NUM_SHOTS ] ||
+            die "set the shots with SHOTS=N (or SHOTS=all), not DATASET.NUM_SHOTS: the run directories are named shots_\$SHOTS"
     done
 }
 
 check_environment() {
-    [[ $SHOTS =~ ^[1-9][0-9]*$ ]] || die "SHOTS must be a positive integer, not '$SHOTS'"
+    [[ $SHOTS =~ ^([1-9][0-9]*|all)$ ]] || die "SHOTS must be a positive integer or all (every training image), not '$SHOTS'"
     [ -d "$DATA" ] || die "DATA_ROOT $DATA is not a directory (set DATA_ROOT to the datasets' root)"
 }
 
@@ -135,6 +139,11 @@ run_path() {
     echo "$OUTPUT/$1/$2/shots_$SHOTS/$3/$(basename "$4" .yaml)${TAG:+@$TAG}/seed$5"
 }
 
+# DATASET.NUM_SHOTS of SHOTS (all: 0, every training image)
+num_shots() {
+    if [ "$SHOTS" = all ]; then echo 0; else echo "$SHOTS"; fi
+}
+
 # newest numbered checkpoint epoch of a training run (empty when there is none)
 last_epoch() {
     local pointer
@@ -156,10 +165,11 @@ train_into() {
     dir=$(run_path "$kind" "$dataset" "$trainer" "$config" "$seed")
     data_config=$(dataset_config "$dataset")
     if [ "${FORCE:-0}" = 1 ]; then force=(--force); fi
-    echo "[$trainer] training in $dir"
+    if [ -n "${CHECK_ONLY:-}" ]; then force=(--check-only); fi
+    say "[$trainer] training in $dir"
     "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" "${force[@]}" \
         --dataset-config-file "$data_config" --config-file "$config" --output-dir "$dir" \
-        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$subsample" "$@"
+        DATASET.NUM_SHOTS "$(num_shots)" DATASET.SUBSAMPLE_CLASSES "$subsample" "$@" || refused "$trainer" "$dir"
 }
 
 # train_base DATASET TRAINER CONFIG_FILE SEED [opts...]: train on the base classes (its final test = base accuracy)
@@ -177,15 +187,20 @@ evaluate() {
     model_dir=$(run_path "$model_kind" "$model_dataset" "$trainer" "$config" "$seed")
     dir=$(TAG=${EVAL_TAG-${TAG:-}} run_path "$kind" "$dataset" "$trainer" "$config" "$seed")
     if [ "${FORCE:-0}" = 1 ]; then force=(--force); fi
-    local script=base2new_train.sh
+    local script=base2new_train.sh load=()
     [[ $model_kind != xd/* ]] || script=xd_train.sh
-    [ -f "$model_dir/done.json" ] || die "no finished training run in $model_dir: run (or let finish) the matching $script first"
-    epoch=$(last_epoch "$model_dir")
-    echo "[$trainer] testing $model_dir (epoch $epoch) on $dataset ($subsample classes) in $dir"
+    if [ -n "${CHECK_ONLY:-}" ]; then
+        force=(--check-only)  # before training: the model need not exist yet
+    else
+        [ -f "$model_dir/done.json" ] || die "no finished training run in $model_dir: run (or let finish) the matching $script first"
+        epoch=$(last_epoch "$model_dir")
+        load=(--load-epoch "$epoch")
+        echo "[$trainer] testing $model_dir (epoch $epoch) on $dataset ($subsample classes) in $dir"
+    fi
     "$PYTHON" train.py --root "$DATA" --seed "$seed" --trainer "$trainer" \
         --dataset-config-file "$data_config" --config-file "$config" --output-dir "$dir" \
-        --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "${force[@]}" \
-        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$subsample" "$@"
+        --model-dir "$model_dir" "${load[@]}" --eval-only "${force[@]}" \
+        DATASET.NUM_SHOTS "$(num_shots)" DATASET.SUBSAMPLE_CLASSES "$subsample" "$@" || refused "$trainer" "$dir"
 }
 
 # test_new DATASET TRAINER CONFIG_FILE SEED [opts...]: evaluate the trained base run on the new classes
@@ -229,7 +244,7 @@ promptkd_teacher() {
     TEACHER_OPTS=()
     for ((i = 0; i < ${#given[@]}; i += 2)); do
         case "${given[i]}" in
-            TRAINER.PROMPTKD.TEACHER_DIR) echo "[PromptKD] teacher: ${given[i+1]}"; return 0 ;;
+            TRAINER.PROMPTKD.TEACHER_DIR) say "[PromptKD] teacher: ${given[i+1]}"; return 0 ;;
             TRAINER.PROMPTKD.TEACHER_NAME) name=${given[i+1]} ;;
             TRAINER.PROMPTKD.TEACHER_PATH) path=${given[i+1]} ;;
             TRAINER.PROMPTKD.*) ;;
@@ -240,10 +255,10 @@ promptkd_teacher() {
     opts+=(MODEL.BACKBONE.PATH "$path")
     dir=$(TAG="" run_path "$TEACHER_KIND" "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED")
     if [ "$action" = train ]; then
-        echo "[PromptKD] teacher: PromptSRC ($(basename "$TEACHER_CONFIG" .yaml)) on the $TEACHER_SUBSAMPLE classes, seed $TEACHER_SEED"
+        say "[PromptKD] teacher: PromptSRC ($(basename "$TEACHER_CONFIG" .yaml)) on the $TEACHER_SUBSAMPLE classes, seed $TEACHER_SEED"
         TAG="" train_into "$TEACHER_KIND" "$TEACHER_SUBSAMPLE" "$dataset" PromptSRC "$TEACHER_CONFIG" "$TEACHER_SEED" "${opts[@]}"
     fi
-    [ -f "$dir/done.json" ] || die "no finished PromptKD teacher in $dir: run scripts/dpc/base2new_train.sh $dataset <seed> promptkd first, or name a teacher with TRAINER.PROMPTKD.TEACHER_DIR"
+    [ -n "${CHECK_ONLY:-}" ] || [ -f "$dir/done.json" ] || die "no finished PromptKD teacher in $dir: run scripts/dpc/base2new_train.sh $dataset <seed> promptkd first, or name a teacher with TRAINER.PROMPTKD.TEACHER_DIR"
     epoch=$(last_epoch "$dir")
     TEACHER_OPTS=(TRAINER.PROMPTKD.TEACHER_DIR "$dir" TRAINER.PROMPTKD.TEACHER_EPOCH "${epoch:--1}")
 }
@@ -268,6 +283,22 @@ check_stage_environment() {
     check_opts "${STAGE1_EXTRA_OPTS[@]}"
     check_opts "${DPC_EXTRA_OPTS[@]}"
     check_opts "${DPC_EVAL_EXTRA_OPTS[@]}"
+}
+
+# refused TRAINER DIR: a failed train.py stops the script (set -e); in the checking pass, say which step it was
+refused() {
+    local status=$?
+    [ -z "${CHECK_ONLY:-}" ] || echo "error: [$1] the options of the step that would run in $2 were refused; no step has run" >&2
+    exit "$status"
+}
+
+# checked STEPS_FUNCTION: run the function twice, first with CHECK_ONLY=1: train.py --check-only checks the
+# resolved options of every stage it would run (no torch: about a second each), so that a bad value for a later
+# stage stops the script before the first one trains
+checked() {
+    CHECK_ONLY=1 "$1"
+    echo "Options of every stage checked (train.py --check-only)."
+    "$1"
 }
 
 # step NAME: true when STEPS (default: every step) holds NAME

@@ -12,11 +12,12 @@ from dassl.config import get_cfg_default  # noqa: E402
 from dassl.data import DataManager  # noqa: E402
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset  # noqa: E402
 
-import datasets  # noqa: E402,F401  (registers the datasets)
+import datasets  # noqa: E402
 from datasets import SPECS, DatasetNotFoundError, config_files  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+datasets.register()
 
 
 def make_cfg(root, name, shots=-1, seed=1, subsample="all"):

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from trainers.dpc.image_bank import ImageBank, ImageFileError
+from trainers.dpc.image_bank import ImageBank
+from trainers.dpc.image_files import ImageFileError
 from trainers.dpc.negatives import DecodedBank, FixedAugment, TensorAugment, negative_bank
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]

@@ -5,6 +5,7 @@ Every damaged file here is a real one cut short, as an interrupted download or c
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from clip.model import CLIP
@@ -19,7 +20,8 @@ from trainers import clip_loader
 from trainers.clip_loader import CLIPWeightsError, CLIPWeightsNotFound, load_clip
 from trainers.dpc.checkpoint import atomic_save, load_checkpoint, read_saved_model
 from trainers.dpc.files import checkpoint_path
-from trainers.dpc.image_bank import IMAGE_HINT, ImageBank, ImageFileError, image_problem, open_image
+from trainers.dpc.image_bank import ImageBank
+from trainers.dpc.image_files import IMAGE_HINT, ImageFileError, decoder_warning, image_problem, open_image
 from trainers.models.vl_prompts import check_image_size
 
 
@@ -81,6 +83,33 @@ def test_complete_files_pass_the_check_even_with_bytes_after_the_end_marker(euro
     assert message.startswith("2 of 4 image files cannot be read")  # each path is checked once
     assert f"{text} (UnidentifiedImageError" in message and f"{cut_png} (" in message
     assert padded not in message and f"{png} (" not in message
+
+
+def damage_scan_data(path, length=64):
+    """Zero ``length`` bytes in the middle of a JPEG's entropy-coded data: header and end marker stay intact."""
+    with open(path, "rb") as f:
+        data = f.read()
+    middle = (data.index(b"\xff\xda") + len(data) - 2) // 2
+    with open(path, "wb") as f:
+        f.write(data[:middle] + bytes(length) + data[middle + length:])
+    return str(path)
+
+
+def test_jpeg_damaged_inside_its_scan_data_is_reported_by_the_decoder(eurosat):
+    damaged, padded = eurosat_image(eurosat, "Forest", 1), eurosat_image(eurosat, "Forest", 2)
+    intact = np.asarray(open_image(damaged), dtype=float)
+    damage_scan_data(damaged)
+    with open(padded, "ab") as f:
+        f.write(os.urandom(3000))  # bytes after the end marker: the image itself is complete
+    assert image_problem(damaged) is None  # header and end marker intact: the cheap check passes it ...
+    noise = np.abs(np.asarray(open_image(damaged), dtype=float) - intact).mean()
+    assert noise > 10  # ... and PIL decodes it without a word, to other pixels
+    assert decoder_warning(damaged).startswith("Corrupt JPEG data: ")
+    assert decoder_warning(padded) is None and decoder_warning(eurosat_image(eurosat, "Forest", 3)) is None
+    paths = all_images(os.path.dirname(eurosat))
+    assert check_image_files(paths) == []  # only the files to decode are decoded
+    found = check_image_files(paths, decoded=paths)
+    assert [path for path, _ in found] == [damaged] and found[0][1] == decoder_warning(damaged)
 
 
 def test_decoding_a_truncated_image_names_the_file(eurosat):

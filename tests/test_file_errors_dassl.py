@@ -1,4 +1,5 @@
 """Damaged files and mismatching settings stop train.py before training, naming the file and the fix."""
+import json
 import subprocess
 import sys
 
@@ -13,12 +14,12 @@ from dassl.data.datasets import Datum  # noqa: E402
 from dassl.utils import torchtools  # noqa: E402
 
 from tests.conftest import ROOT  # noqa: E402
-from tests.test_file_errors import cut, eurosat_image  # noqa: E402
+from tests.test_file_errors import cut, damage_scan_data, eurosat_image  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.dpc import dassl_compat  # noqa: E402
 from trainers.dpc.checkpoint import atomic_save  # noqa: E402
-from trainers.dpc.image_bank import IMAGE_HINT, ImageFileError  # noqa: E402
+from trainers.dpc.image_files import IMAGE_HINT, ImageFileError  # noqa: E402
 
 dassl_compat.apply()
 
@@ -100,3 +101,39 @@ def test_damaged_train_and_test_images_stop_train_py_before_training(workspace):
     assert "2 of " in stderr and "image files cannot be read" in stderr
     assert f"{train} (OSError: image file is truncated" in stderr and f"{test} (OSError" in stderr
     assert IMAGE_HINT in stderr
+
+
+def eurosat_dataset(root, *opts):
+    """Dassl's EuroSAT (registered by datasets.register) on the data under ``root``: 2 shots, then ``opts``."""
+    import datasets
+    from dassl.data.datasets import build_dataset
+    from trainers.config import extend_cfg
+
+    datasets.register()
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    cfg.merge_from_file(f"{ROOT}/configs/datasets/eurosat.yaml")
+    cfg.merge_from_list(["DATASET.ROOT", str(root), "DATASET.NUM_SHOTS", "2", "SEED", "1", *opts])
+    return build_dataset(cfg)
+
+
+def test_a_training_jpeg_damaged_inside_stops_the_run_or_is_named_in_done_json(workspace):
+    data = workspace["root"] / "data"
+    damaged = damage_scan_data(eurosat_image(data / "eurosat", "Forest", 1))
+    try:
+        with pytest.raises(ImageFileError) as err:
+            eurosat_dataset(data)
+        assert str(err.value).startswith("1 training images hold damaged JPEG data")
+        assert f"{damaged} (Corrupt JPEG data: " in str(err.value) and "DATASET.IMAGE_WARNINGS warn" in str(err.value)
+        out = workspace["root"] / "warned"
+        proc = subprocess.run(
+            [sys.executable, "train.py", "--root", str(data), "--seed", "1", "--trainer", "CoOp",
+             "--dataset-config-file", "configs/datasets/eurosat.yaml", "--config-file", COOP, "--output-dir", str(out),
+             "DATASET.NUM_SHOTS", "2", "DATASET.IMAGE_WARNINGS", "warn", "DATALOADER.NUM_WORKERS", "0",
+             "OPTIM.MAX_EPOCH", "1", "MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", workspace["tiny"]],
+            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    finally:
+        make_dataset(str(data), "eurosat", n_classes=4, train_per_class=2, image_size=64)
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING: 1 training images hold damaged JPEG data" in proc.stdout and damaged in proc.stdout
+    assert json.loads((out / "done.json").read_text())["image_warnings"] == [damaged]

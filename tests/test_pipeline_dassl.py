@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -276,6 +277,41 @@ def test_missing_stage1_names_the_path_and_the_command(workspace):
 def test_stage1_from_other_classes_is_rejected(workspace, dpc_pipeline):
     with pytest.raises(ValueError, match="other classes"):
         build_stage2(workspace, dataset="dtd")
+
+
+def copy_of_stage1(workspace):
+    copy = Path(tempfile.mkdtemp(prefix="stage1_", dir=workspace["root"])) / "run"
+    shutil.copytree(run_dir(workspace, "train_base", "CoOp", COOP_CFG), copy)
+    return copy
+
+
+def test_an_unfinished_stage1_is_refused_by_name(workspace, dpc_pipeline):
+    stage1 = copy_of_stage1(workspace)
+    (stage1 / "done.json").unlink()  # as a stage 1 stopped after its first epoch leaves it (checkpoints, no done.json)
+    proc, printed = dpc_stage2(workspace, stage1=stage1)
+    assert proc.returncode == 2 and "epoch [" not in printed
+    assert proc.stderr.startswith(f"error: the stage-1 run {stage1} has not finished (no done.json)")
+
+
+@pytest.mark.parametrize("opts, mismatch", [
+    (["DATASET.NUM_SHOTS", "2"], f"DATASET.NUM_SHOTS {SHOTS} in stage 1, 2 here"),
+    (["SEED", "2"], "SEED 1 in stage 1, 2 here"),
+])
+def test_a_stage1_of_other_shots_or_seed_is_refused_unless_allowed(workspace, dpc_pipeline, opts, mismatch):
+    stage1 = run_dir(workspace, "train_base", "CoOp", COOP_CFG)
+    proc, printed = dpc_stage2(workspace, *opts)
+    assert proc.returncode == 2 and "epoch [" not in printed
+    assert f"the stage-1 run {stage1} was trained on another few-shot sample ({mismatch})" in proc.stderr
+    assert "DPC.ALLOW_STAGE1_MISMATCH True if the mismatch is wanted" in proc.stderr
+    import train
+    from trainers.stage1_run import check_stage1_run
+
+    args = ["--root", workspace["env"]["DATA_ROOT"], "--seed", "1", "--trainer", "DPC_CoOp", "--dataset-config-file",
+            f"{ROOT}/configs/datasets/eurosat.yaml", "DATASET.NUM_SHOTS", str(SHOTS), "DPC.STAGE1_DIR", str(stage1)]
+    assert check_stage1_run(train.setup_cfg(train.parse_args(args))) == []
+    allowed = train.setup_cfg(train.parse_args(args + opts + ["DPC.ALLOW_STAGE1_MISMATCH", "True"]))
+    assert check_stage1_run(allowed) == [f"Warning: the stage-1 run {stage1} was trained on another few-shot sample "
+                                         f"({mismatch}) (DPC.ALLOW_STAGE1_MISMATCH True)"]
 
 
 def test_stage1_checkpoint_cannot_be_evaluated_as_dpc(workspace, dpc_pipeline):

@@ -9,7 +9,8 @@ import clip
 from tests._prompt_checks import (BASE, VISION_WIDTH, WIDTH, changed_blocks, check_checkpoint_round_trip,
                                   check_dpc_invariants, check_only_prompts_learn, freeze_like_trainer, images, make_clip)
 from trainers.dpc import decoupling
-from trainers.gpa import PromptAggregate, gaussian_epoch_weights
+from trainers.gpa import PromptAggregate
+from trainers.options import gaussian_epoch_weights
 from trainers.models.promptsrc import PromptSRCCLIP, self_regulating_losses
 from trainers.templates import IMAGENET_TEMPLATES
 

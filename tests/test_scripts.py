@@ -37,6 +37,10 @@ def bash(env, script, *args, **extra):
     ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"STAGE1_CONFIG": "nowhere.yaml"},
      "config file not found: nowhere.yaml"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"SHOTS": "sixteen"}, "SHOTS must be a positive integer"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"SHOTS": "0"}, "SHOTS must be a positive integer or all"),
+    ("scripts/dpc/base2new_train.sh", ["eurosat", "1", "coop", "DATASET.NUM_SHOTS", "0"], {},
+     "set the shots with SHOTS=N (or SHOTS=all), not DATASET.NUM_SHOTS"),
+    ("scripts/coop/base2new_train.sh", ["eurosat", "1", "DATASET.NUM_SHOTS", "-1"], {}, "not DATASET.NUM_SHOTS"),
     ("scripts/dpc/base2new_train.sh", ["eurosat", "1"], {"DATA_ROOT": "/nowhere"},
      "DATA_ROOT /nowhere is not a directory"),
     ("scripts/dpc/base2new_test.sh", ["oxford_pet", "1"], {}, f"unknown dataset 'oxford_pet' ({DATASETS_HINT}"),
@@ -121,3 +125,31 @@ def test_verbose_switch(monkeypatch, flag, value, verbose):
     else:
         monkeypatch.setenv(console.ENV, value)
     assert console.verbose_requested(flag) is verbose
+
+
+def test_all_shots_are_named_in_the_run_directory_and_passed_as_zero(env):
+    code = 'source scripts/lib.sh; check_environment; run_path base2new/train_base eurosat CoOp c.yaml 1; num_shots'
+    proc = subprocess.run(["bash", "-c", code], cwd=ROOT, env=dict(env, SHOTS="all"), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [f"{env['OUTPUT_ROOT']}/base2new/train_base/eurosat/shots_all/CoOp/c/seed1", "0"]
+
+
+@pytest.mark.parametrize("classes, args, message", [
+    (10, ["coop", "DPC.W_BASE", "1.5"], "DPC.W_BASE must be in (0, 1], got 1.5"),
+    (10, ["maple", "DPC.W_NEW", "-0.5"], "DPC.W_NEW must be in [0, 1], got -0.5"),
+    (3, ["coop"], "DPC.TOPK=5 must be between 1 and the number of base classes (2)"),  # the script's K for EuroSAT
+    (2, ["coop", "DPC.TOPK", "2"], "DPC.TOPK=2 must be between 1 and the number of base classes (1)"),
+    (10, ["promptsrc", "TRAINER.PROMPTSRC.PREC", "fp8"], "TRAINER.PROMPTSRC.PREC must be fp16, fp32 or amp"),
+])
+def test_a_later_stages_bad_option_stops_the_script_before_stage_1(env, tmp_path, classes, args, message):
+    """Every stage's resolved options are checked (train.py --check-only, no torch) before the first step runs."""
+    pytest.importorskip("dassl")  # train.py reads Dassl's default config
+    from tools.synthetic_data import make_dataset
+
+    make_dataset(str(tmp_path / "data"), "eurosat", n_classes=classes, train_per_class=1)
+    proc, seconds = bash(env, "scripts/dpc/base2new_train.sh", "eurosat", "1", *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "the options of the step that would run in" in proc.stderr and "no step has run" in proc.stderr
+    assert not (tmp_path / "output").exists()  # nothing trained, no run directory made
+    assert seconds < 30  # four checks of about a second each (typically ~2 s in all)

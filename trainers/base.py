@@ -15,6 +15,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .clip_loader import effective_precision, load_clip
 from .models.vl_prompts import check_image_size
+from .options import check_dataset_options, check_trainer_options
 from .dpc import dassl_compat
 from .dpc.errors import ConfigError
 from .dpc.checkpoint import (check_evaluated_classes, load_state_checked, read_saved_model, restore_training_state,
@@ -32,9 +33,8 @@ class PromptTrainer(TrainerX):
         return self.cfg.TRAINER[self.cfg_key]
 
     def check_cfg(self, cfg):
-        prec = cfg.TRAINER[self.cfg_key].PREC
-        if prec not in ("fp16", "fp32", "amp"):
-            raise ConfigError(f"TRAINER.{self.cfg_key}.PREC must be fp16, fp32 or amp, got {prec!r}")
+        check_dataset_options(cfg)
+        check_trainer_options(self.cfg_key, cfg)
 
     def build_prompt_model(self, classnames, clip_model):
         raise NotImplementedError

@@ -6,6 +6,9 @@ from .dpc.config import add_dpc_config
 
 def extend_cfg(cfg) -> None:
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (base-to-new protocol)
+    cfg.DATASET.NUM_SHOTS = 0  # training images per class; 0: all of them (Dassl's default -1 is refused)
+    # a training JPEG whose decoder reports damaged data: error (stop before training) | warn (train, name it)
+    cfg.DATASET.IMAGE_WARNINGS = "error"
     cfg.MODEL.BACKBONE.PATH = ""  # CLIP weight file; empty: $DPC_CLIP_MODELS or ~/.cache/clip
     # NAME custom: INPUT.SIZE and the trainer's prompt depths follow the file's shapes (trainers/fit_clip.py)
     cfg.MODEL.BACKBONE.FIT_CUSTOM = True

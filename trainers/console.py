@@ -32,6 +32,11 @@ SHOWN = re.compile(
 BAR = "{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}{postfix}]"
 
 
+def shots_text(num_shots: int) -> str:
+    """DATASET.NUM_SHOTS in words: '16 shots', or 'all images' for 0 (Dassl's convention: no few-shot sampling)."""
+    return f"{num_shots} shots" if num_shots > 0 else "all images"
+
+
 def verbose_requested(flag: bool = False) -> bool:
     """--verbose, or DPC_VERBOSE set to anything but empty / 0 / false / no."""
     return flag or os.environ.get(ENV, "").strip().lower() not in ("", "0", "false", "no")
@@ -139,7 +144,7 @@ class Console:
         stage = "eval" if eval_only else "train"
         d = cfg.DATASET
         classes = d.get("SUBSAMPLE_CLASSES", "all")
-        self.say(f"[{stage}] {cfg.TRAINER.NAME} on {d.NAME}: {classes} classes, {d.NUM_SHOTS} shots, seed {cfg.SEED}")
+        self.say(f"[{stage}] {cfg.TRAINER.NAME} on {d.NAME}: {classes} classes, {shots_text(d.NUM_SHOTS)}, seed {cfg.SEED}")
         where = f"        output {cfg.OUTPUT_DIR}"
         if not self.verbose:
             where += f" (details: its log.txt, or {ENV}=1 / {FLAG})"

@@ -20,20 +20,6 @@ import torch.nn as nn
 from .dpc.errors import ConfigError
 
 
-def gaussian_epoch_weights(max_epoch: int, mean: float, std: float) -> List[float]:
-    """Weights of epochs 1..max_epoch (index e - 1 for epoch e), normalised to sum to 1."""
-    if max_epoch < 1:
-        raise ConfigError(f"GPA needs at least one epoch, got OPTIM.MAX_EPOCH={max_epoch}")
-    if std <= 0:
-        raise ConfigError(f"GPA_STD must be > 0, got {std}")
-    density = [math.exp(-0.5 * ((epoch - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
-               for epoch in range(1, max_epoch + 1)]
-    total = sum(density)
-    if total == 0.0:
-        raise ConfigError(f"GPA_MEAN={mean} (GPA_STD={std}) gives zero weight to every epoch 1..{max_epoch}")
-    return [d / total for d in density]
-
-
 def trainable_parameters(module: nn.Module) -> Iterator[Tuple[str, nn.Parameter]]:
     return ((name, p) for name, p in module.named_parameters() if p.requires_grad)
 

@@ -3,8 +3,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptTrainer
 from .models.kgcoop import KgCoOpCLIP
-from .templates import DATASET_TEMPLATES
-from .dpc.errors import ConfigError
+from .options import kgcoop_template
 
 
 @TRAINER_REGISTRY.register()
@@ -13,23 +12,7 @@ class KgCoOp(PromptTrainer):
 
     cfg_key = "KGCOOP"
 
-    def check_cfg(self, cfg):
-        super().check_cfg(cfg)
-        if cfg.TRAINER.KGCOOP.W < 0:
-            raise ConfigError(f"TRAINER.KGCOOP.W must be >= 0, got {cfg.TRAINER.KGCOOP.W}")
-        self.hand_written_template(cfg)  # fails before any data is read
-
-    @staticmethod
-    def hand_written_template(cfg) -> str:
-        """TRAINER.KGCOOP.TEMPLATE, or (empty) the dataset's CoOp template, as upstream."""
-        if cfg.TRAINER.KGCOOP.TEMPLATE:
-            return cfg.TRAINER.KGCOOP.TEMPLATE
-        name = cfg.DATASET.NAME
-        if name not in DATASET_TEMPLATES:
-            raise ConfigError(f"KgCoOp has no hand-written prompt for dataset {name!r} (known: "
-                             f"{', '.join(sorted(DATASET_TEMPLATES))}): set TRAINER.KGCOOP.TEMPLATE, "
-                             "e.g. \"a photo of a {}.\"")
-        return DATASET_TEMPLATES[name]
+    hand_written_template = staticmethod(kgcoop_template)  # fails early: check_cfg runs it (options.py)
 
     def build_prompt_model(self, classnames, clip_model):
         c = self.trainer_cfg

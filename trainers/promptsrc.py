@@ -5,8 +5,9 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import PromptTrainer
 from .dpc.checkpoint import load_checkpoint
 from .dpc.files import resume_path
-from .gpa import PromptAggregate, gaussian_epoch_weights
+from .gpa import PromptAggregate
 from .models.promptsrc import PromptSRCCLIP, self_regulating_losses
+from .options import gaussian_epoch_weights
 from .dpc.errors import ConfigError
 
 
@@ -15,11 +16,6 @@ class PromptSRC(PromptTrainer):
     """Prompting with Self-regulating Constraints (Khattak et al., ICCV 2023)."""
 
     cfg_key = "PROMPTSRC"
-
-    def check_cfg(self, cfg):
-        super().check_cfg(cfg)
-        c = cfg.TRAINER.PROMPTSRC
-        gaussian_epoch_weights(cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD)  # raises on bad values
 
     def build_prompt_model(self, classnames, clip_model):
         c = self.trainer_cfg

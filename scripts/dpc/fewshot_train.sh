@@ -8,12 +8,15 @@
 source "$(dirname "$0")/../lib.sh"
 parse_dpc_args "SHOTS=N bash scripts/dpc/fewshot_train.sh DATASET SEED [coop|cocoop|kgcoop|maple|ivlp|promptsrc] [yacs options...]" "$@"
 [ "$TRAINER" != PromptKD ] || die "PromptKD distils on every image of every class: it has no few-shot protocol"
-if step stage1; then
-    TAG=${STAGE1_TAG:-} train_into fewshot/train_all all "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}" "${STAGE1_EXTRA_OPTS[@]}"
-fi
-if step stage2; then
-    stage1_options "$DATASET" "$TRAINER" "$SEED" fewshot/train_all
-    TAG=${DPC_TAG:-} train_into fewshot/train_all all "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${STAGE1_OPTS[@]}" \
-        "${OPTS[@]}" "${DPC_EXTRA_OPTS[@]}"
-fi
+run_steps() {
+    if step stage1; then
+        TAG=${STAGE1_TAG:-} train_into fewshot/train_all all "$DATASET" "$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}" "${STAGE1_EXTRA_OPTS[@]}"
+    fi
+    if step stage2; then
+        stage1_options "$DATASET" "$TRAINER" "$SEED" fewshot/train_all
+        TAG=${DPC_TAG:-} train_into fewshot/train_all all "$DATASET" "DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${STAGE1_OPTS[@]}" \
+            "${OPTS[@]}" "${DPC_EXTRA_OPTS[@]}"
+    fi
+}
+checked run_steps
 echo "Done. Results: python tools/paper_tables.py $OUTPUT --tables fewshot"

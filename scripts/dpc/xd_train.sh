@@ -19,29 +19,32 @@ SOURCE=imagenet
 CONFIG_OF=xd_config parse_dpc_args "$USAGE" "$SOURCE" "$@"
 TARGETS=${TARGETS:-$XD_TARGETS $DG_TARGETS}
 for target in $TARGETS; do check_dataset "$target"; done
-if [ "$TRAINER" = PromptKD ]; then
-    TEACHER_KIND=xd/train_source TEACHER_SUBSAMPLE=all
-    if step teacher; then promptkd_teacher train "$SOURCE" "${OPTS[@]}"; else promptkd_teacher find "$SOURCE" "${OPTS[@]}"; fi
-    OPTS+=("${TEACHER_OPTS[@]}")
-fi
-
-STAGE1=("$TRAINER" "$STAGE1_CONFIG" "$SEED" "${OPTS[@]}" "${STAGE1_EXTRA_OPTS[@]}")
-STAGE2=("DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${OPTS[@]}" "${DPC_EXTRA_OPTS[@]}")
-if step stage1; then TAG=${STAGE1_TAG:-} train_into xd/train_source all "$SOURCE" "${STAGE1[@]}"; fi
-if step stage2; then
-    stage1_options "$SOURCE" "$TRAINER" "$SEED" xd/train_source
-    TAG=${DPC_TAG:-} train_into xd/train_source all "$SOURCE" "${STAGE2[@]:0:3}" "${STAGE1_OPTS[@]}" "${STAGE2[@]:3}"
-fi
-if step test; then
-    for target in $TARGETS; do
-        if [ "$TRAINER" = PromptKD ]; then
-            TAG=${STAGE1_TAG:-} train_into xd/test_target all "$target" "${STAGE1[@]}"
-            echo "[DPC_PromptKD] on $target: the model is PromptKD's student of $target (DPC trains on the source only)"
-            continue
-        fi
-        TAG=${STAGE1_TAG:-} evaluate xd/train_source "$SOURCE" xd/test_target "$target" all "${STAGE1[@]}"
-        TAG=${DPC_TAG:-} EVAL_TAG=${DPC_EVAL_TAG:-${DPC_TAG:-}} evaluate xd/train_source "$SOURCE" xd/test_target "$target" all \
-            "${STAGE2[@]}" DPC.EVAL_MODE new "${DPC_EVAL_EXTRA_OPTS[@]}"
-    done
-fi
+run_steps() {
+    local opts=("${OPTS[@]}") target
+    if [ "$TRAINER" = PromptKD ]; then
+        TEACHER_KIND=xd/train_source TEACHER_SUBSAMPLE=all
+        if step teacher; then promptkd_teacher train "$SOURCE" "${opts[@]}"; else promptkd_teacher find "$SOURCE" "${opts[@]}"; fi
+        opts+=("${TEACHER_OPTS[@]}")
+    fi
+    local stage1=("$TRAINER" "$STAGE1_CONFIG" "$SEED" "${opts[@]}" "${STAGE1_EXTRA_OPTS[@]}")
+    local stage2=("DPC_$TRAINER" "$DPC_CONFIG" "$SEED" "${opts[@]}" "${DPC_EXTRA_OPTS[@]}")
+    if step stage1; then TAG=${STAGE1_TAG:-} train_into xd/train_source all "$SOURCE" "${stage1[@]}"; fi
+    if step stage2; then
+        stage1_options "$SOURCE" "$TRAINER" "$SEED" xd/train_source
+        TAG=${DPC_TAG:-} train_into xd/train_source all "$SOURCE" "${stage2[@]:0:3}" "${STAGE1_OPTS[@]}" "${stage2[@]:3}"
+    fi
+    if step test; then
+        for target in $TARGETS; do
+            if [ "$TRAINER" = PromptKD ]; then
+                TAG=${STAGE1_TAG:-} train_into xd/test_target all "$target" "${stage1[@]}"
+                say "[DPC_PromptKD] on $target: the model is PromptKD's student of $target (DPC trains on the source only)"
+                continue
+            fi
+            TAG=${STAGE1_TAG:-} evaluate xd/train_source "$SOURCE" xd/test_target "$target" all "${stage1[@]}"
+            TAG=${DPC_TAG:-} EVAL_TAG=${DPC_EVAL_TAG:-${DPC_TAG:-}} evaluate xd/train_source "$SOURCE" xd/test_target "$target" all \
+                "${stage2[@]}" DPC.EVAL_MODE new "${DPC_EVAL_EXTRA_OPTS[@]}"
+        done
+    fi
+}
+checked run_steps
 echo "Done. Results: python tools/paper_tables.py $OUTPUT --tables table2"

@@ -1,6 +1,15 @@
-"""The ``DPC.*`` config keys (yacs). Call ``add_dpc_config(cfg)`` from your ``extend_cfg``."""
+"""The ``DPC.*`` config keys (yacs) and their checks, without torch. Call ``add_dpc_config(cfg)`` from your
+``extend_cfg``; ``check_dpc_options(cfg)`` runs when a DPC trainer is built, and for every stage before a script's
+first step (``train.py --check-only``)."""
+from typing import Sequence
+
 from yacs.config import CfgNode as CN
 
+from . import tensor_rules
+from .errors import ConfigError
+
+BASE_PROMPTS = ("parallel", "mixed")
+UPDATES = ("release", "frozen")
 NEG_SOURCES = ("few-shot", "full-train")
 EVAL_MODES = ("auto", "base", "new", "stage1")
 OBJECTIVES = ("hard-negatives", "cross-entropy")
@@ -12,6 +21,8 @@ def add_dpc_config(cfg) -> None:
     cfg.DPC = CN()
     cfg.DPC.STAGE1_DIR = ""  # output dir of the backbone's stage-1 run (holds <model name>/model.pth.tar-<epoch>)
     cfg.DPC.STAGE1_EPOCH = -1  # epoch of the stage-1 checkpoint; <= 0 means the newest one in STAGE1_DIR
+    # True: accept a stage-1 run trained with another DATASET.NUM_SHOTS or SEED (its classes must still match)
+    cfg.DPC.ALLOW_STAGE1_MISMATCH = False
     cfg.DPC.TOPK = 8  # K: top-K stage-1 predictions per anchor, of which at most K-1 become negatives
     cfg.DPC.W_BASE = 0.2  # w_b in (0, 1]: the decoupling weight (1.0 for MaPLe)
     cfg.DPC.W_NEW = 1e-6  # w_n in [0, 1]: weight of the parallel prompt at new-class inference
@@ -36,3 +47,40 @@ def add_dpc_config(cfg) -> None:
     cfg.DPC.EVAL_MODE = "auto"  # auto: new when DATASET.SUBSAMPLE_CLASSES is new, else base
     cfg.DPC.SWEEP_W_NEW = []  # evaluate once per value (e.g. [0.0, 1e-6, 0.1]) without retraining
     cfg.DPC.SWEEP_W_BASE = []  # same for w_b of the mixed base prompt
+
+
+def check_weights(w_base: float, w_new: float) -> None:
+    """Reject collaboration weights outside the ranges the reparameterisation allows."""
+    if not 0.0 < w_base <= 1.0:
+        raise ConfigError(f"DPC.W_BASE must be in (0, 1], got {w_base} "
+                         "(it divides the dual prompt: 0.2 is the paper's value, 1.0 for MaPLe)")
+    if not 0.0 <= w_new <= 1.0:
+        raise ConfigError(f"DPC.W_NEW must be in [0, 1], got {w_new} (the paper uses 1e-6; 0 keeps the stage-1 prompt)")
+
+
+def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"DPC.{key} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_topk(topk: int, num_classes: int) -> None:
+    """K must leave the sampler something to rank: 1 <= K <= the number of base classes."""
+    if not 1 <= topk <= num_classes:
+        raise ConfigError(f"DPC.TOPK={topk} must be between 1 and the number of base classes ({num_classes})")
+
+
+def check_dpc_options(cfg) -> None:
+    """Every ``DPC.*`` value a run can be refused for before it reads data (K against the classes: ``check_topk``)."""
+    d = cfg.DPC
+    check_weights(d.W_BASE, d.W_NEW)
+    for w in d.SWEEP_W_NEW:
+        check_weights(d.W_BASE, w)
+    for w in d.SWEEP_W_BASE:
+        check_weights(w, d.W_NEW)
+    if d.TOPK < 1:
+        raise ConfigError(f"DPC.TOPK must be >= 1, got {d.TOPK}")
+    for key, choices in (("NEG_SOURCE", NEG_SOURCES), ("BASE_PROMPT", BASE_PROMPTS), ("UPDATE", UPDATES),
+                         ("EVAL_MODE", EVAL_MODES), ("OBJECTIVE", OBJECTIVES), ("NEGATIVES", NEGATIVE_CHOICES),
+                         ("NEG_TRANSFORM", NEG_TRANSFORMS), ("W_BASE_TENSORS", tensor_rules.CHOICES),
+                         ("W_NEW_TENSORS", tensor_rules.CHOICES)):
+        check_choice(key, d[key], choices)

@@ -29,7 +29,7 @@ import dassl.utils
 from dassl.utils import torchtools
 
 from .files import error_summary
-from .image_bank import open_image
+from .image_files import open_image
 
 _applied = False
 

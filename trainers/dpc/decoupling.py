@@ -53,25 +53,10 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from .config import BASE_PROMPTS, UPDATES, check_choice, check_weights
 from .errors import ConfigError
 
 MODES = ("stage1", "train", "base", "new")
-BASE_PROMPTS = ("parallel", "mixed")
-UPDATES = ("release", "frozen")
-
-
-def check_weights(w_base: float, w_new: float) -> None:
-    """Reject collaboration weights outside the ranges the reparameterisation allows."""
-    if not 0.0 < w_base <= 1.0:
-        raise ConfigError(f"DPC.W_BASE must be in (0, 1], got {w_base} "
-                         "(it divides the dual prompt: 0.2 is the paper's value, 1.0 for MaPLe)")
-    if not 0.0 <= w_new <= 1.0:
-        raise ConfigError(f"DPC.W_NEW must be in [0, 1], got {w_new} (the paper uses 1e-6; 0 keeps the stage-1 prompt)")
-
-
-def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"DPC.{key} must be one of {tuple(choices)}, got {value!r}")
 
 
 def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:

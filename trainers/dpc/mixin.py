@@ -51,7 +51,7 @@ from .backbone_terms import missing_terms_note
 from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint, load_state_checked,
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
-from .config import EVAL_MODES, NEG_SOURCES, NEG_TRANSFORMS, NEGATIVE_CHOICES, OBJECTIVES
+from .config import check_dpc_options
 from .features import FeatureCapture, cosine_logits, find_feature_sites
 from .negatives import negative_bank
 from .loss import symmetric_infonce
@@ -69,23 +69,7 @@ class DPCMixin:
     # ---------------------------------------------------------------- configuration
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
-        d = cfg.DPC
-        decoupling.check_weights(d.W_BASE, d.W_NEW)
-        for w in d.SWEEP_W_NEW:
-            decoupling.check_weights(d.W_BASE, w)
-        for w in d.SWEEP_W_BASE:
-            decoupling.check_weights(w, d.W_NEW)
-        if d.TOPK < 1:
-            raise ConfigError(f"DPC.TOPK must be >= 1, got {d.TOPK}")
-        decoupling.check_choice("NEG_SOURCE", d.NEG_SOURCE, NEG_SOURCES)
-        decoupling.check_choice("BASE_PROMPT", d.BASE_PROMPT, decoupling.BASE_PROMPTS)
-        decoupling.check_choice("UPDATE", d.UPDATE, decoupling.UPDATES)
-        decoupling.check_choice("EVAL_MODE", d.EVAL_MODE, EVAL_MODES)
-        decoupling.check_choice("OBJECTIVE", d.OBJECTIVE, OBJECTIVES)
-        decoupling.check_choice("NEGATIVES", d.NEGATIVES, NEGATIVE_CHOICES)
-        decoupling.check_choice("NEG_TRANSFORM", d.NEG_TRANSFORM, NEG_TRANSFORMS)
-        decoupling.check_choice("W_BASE_TENSORS", d.W_BASE_TENSORS, tensor_rules.CHOICES)
-        decoupling.check_choice("W_NEW_TENSORS", d.W_NEW_TENSORS, tensor_rules.CHOICES)
+        check_dpc_options(cfg)
 
     @classmethod
     def dpc_backbone_name(cls) -> str:

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from .image_bank import ImageBank, ImageFileError, open_image, read_negative
+from .image_bank import ImageBank
+from .image_files import ImageFileError, open_image, read_negative
 
 DEFAULT_STORE_BYTES = 6 << 30  # ImageNet's few-shot base pool (500 x 16 images of ~500x375) takes ~4.2 GiB
 _MODES = {T.InterpolationMode.BICUBIC: "bicubic", T.InterpolationMode.BILINEAR: "bilinear"}

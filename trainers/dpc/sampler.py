@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Sequence
 
 import torch
 
+from .config import check_topk
 from .errors import ConfigError
 
 
@@ -54,8 +55,7 @@ class HardNegativeSampler:
                  choice: str = "hard"):
         if choice not in ("hard", "random"):
             raise ConfigError(f"DPC.NEGATIVES must be hard or random, got {choice!r}")
-        if not 1 <= topk <= num_classes:
-            raise ConfigError(f"DPC.TOPK={topk} must be between 1 and the number of base classes ({num_classes})")
+        check_topk(topk, num_classes)
         empty = [c for c in range(num_classes) if not items_by_class.get(c)]
         if empty:
             shown = [f"{c} ({classnames[c]})" if classnames else str(c) for c in empty[:10]]
