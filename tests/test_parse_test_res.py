@@ -1,4 +1,5 @@
-"""Tests for tools/parse_test_res.py on hand-built run dirs with Dassl-style logs."""
+"""Tests for tools/parse_test_res.py (and the run reading of tools/run_results.py) on hand-built run dirs with
+Dassl-style logs."""
 
 import csv
 import io
@@ -11,6 +12,7 @@ import sys
 import pytest
 
 from tools import parse_test_res as ptr
+from tools import run_results as rr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tools", "parse_test_res.py")
@@ -127,13 +129,13 @@ def std(xs):
 def test_last_accuracy_of_log_wins(tmp_path):
     # val evaluations, then the final test; per-class "* average:" must not count
     write(str(tmp_path / "log.txt"), train_log(81.2, vals=(60.0, 75.5, 90.0)))
-    assert ptr.parse_log(str(tmp_path / "log.txt")) == pytest.approx(81.2)
-    assert ptr.read_accuracy(str(tmp_path)) == pytest.approx(81.2)
+    assert rr.parse_log(str(tmp_path / "log.txt")) == pytest.approx(81.2)
+    assert rr.read_accuracy(str(tmp_path)) == pytest.approx(81.2)
 
 
 def test_weight_sweep_configured_weights_last(tmp_path):
     write(str(tmp_path / "log.txt"), eval_log(70.1, 90.3, 55.0, 64.7))
-    assert ptr.read_accuracy(str(tmp_path)) == pytest.approx(64.7)
+    assert rr.read_accuracy(str(tmp_path)) == pytest.approx(64.7)
 
 
 def test_resumed_run_newest_log_wins(tmp_path):
@@ -145,35 +147,35 @@ def test_resumed_run_newest_log_wins(tmp_path):
     # newest by name, not by modification time
     os.utime(os.path.join(run, "log.txt-2025-01-10-09-30-00"), (1, 1))
     done(run, 12.3)  # logs take precedence over done.json
-    assert [os.path.basename(p) for p in ptr.log_files(run)] == [
+    assert [os.path.basename(p) for p in rr.log_files(run)] == [
         "log.txt", "log.txt-2025-01-02-10-00-00", "log.txt-2025-01-03-23-59-59", "log.txt-2025-01-10-09-30-00"]
-    assert ptr.read_accuracy(run) == pytest.approx(81.0)
+    assert rr.read_accuracy(run) == pytest.approx(81.0)
 
 
 def test_newest_log_without_accuracy_falls_back_to_older_log(tmp_path):
     run = str(tmp_path)
     write(os.path.join(run, "log.txt"), train_log(79.4, vals=(50.0,)))
     write(os.path.join(run, "log.txt-2025-02-01-08-00-00"), train_log(None) + "Traceback ...\n")
-    assert ptr.read_accuracy(run) == pytest.approx(79.4)
+    assert rr.read_accuracy(run) == pytest.approx(79.4)
 
 
 def test_done_json_fallback_and_no_result(tmp_path):
     a = tmp_path / "a"
     write(str(a / "log.txt"), train_log(None))  # log without any result
     done(str(a), 66.25)
-    assert ptr.read_accuracy(str(a)) == pytest.approx(66.25)
+    assert rr.read_accuracy(str(a)) == pytest.approx(66.25)
 
     b = tmp_path / "b"
     done(str(b), None)  # finished without an evaluation
-    assert ptr.read_accuracy(str(b)) is None
+    assert rr.read_accuracy(str(b)) is None
 
     c = tmp_path / "c"
     write(str(c / "done.json"), "{not json")
-    assert ptr.read_accuracy(str(c)) is None
+    assert rr.read_accuracy(str(c)) is None
 
     (tmp_path / "d").mkdir()
-    assert ptr.read_accuracy(str(tmp_path / "d")) is None
-    assert ptr.read_accuracy(str(tmp_path / "does_not_exist")) is None
+    assert rr.read_accuracy(str(tmp_path / "d")) is None
+    assert rr.read_accuracy(str(tmp_path / "does_not_exist")) is None
 
 
 # ----------------------------------------------------------------------------
@@ -186,11 +188,11 @@ def test_collect_seeds_and_missing(tmp_path):
     make_run(str(cfg / "seed2"), 81.5)
     make_run(str(cfg / "seed10"), 83.0)
     (cfg / "seed3").mkdir()  # started, never produced anything
-    assert ptr.collect(str(cfg)) == {1: 80.0, 2: 81.5, 10: 83.0}
-    assert ptr.collect(str(cfg), include_missing=True) == {1: 80.0, 2: 81.5, 3: None, 10: 83.0}
-    assert list(ptr.collect(str(cfg), include_missing=True)) == [1, 2, 3, 10]  # numeric order
+    assert rr.collect(str(cfg)) == {1: 80.0, 2: 81.5, 10: 83.0}
+    assert rr.collect(str(cfg), include_missing=True) == {1: 80.0, 2: 81.5, 3: None, 10: 83.0}
+    assert list(rr.collect(str(cfg), include_missing=True)) == [1, 2, 3, 10]  # numeric order
     # a run dir itself
-    assert ptr.collect(str(cfg / "seed2")) == {2: 81.5}
+    assert rr.collect(str(cfg / "seed2")) == {2: 81.5}
 
 
 def test_summarize_population_std():
@@ -230,12 +232,12 @@ def test_scan_pairs_and_sorts(b2n_root, tmp_path):
     # extra trainers to check the order: CoOp, DPC_CoOp, MaPLe, DPC_MaPLe
     make_run(os.path.join(b2n_root, "train_base", "dtd", "shots_16", "DPC_MaPLe", "c", "seed1"), 1.0)
     make_run(os.path.join(b2n_root, "train_base", "dtd", "shots_16", "MaPLe", "c", "seed1"), 1.0)
-    keys = list(ptr.scan_base2new(b2n_root, datasets=["dtd"]))
+    keys = list(rr.scan_base2new(b2n_root, datasets=["dtd"]))
     assert [k.trainer for k in keys] == ["CoOp", "DPC_CoOp", "MaPLe", "DPC_MaPLe"]
-    pair = ptr.scan_base2new(b2n_root, datasets=["dtd"])[keys[0]]
+    pair = rr.scan_base2new(b2n_root, datasets=["dtd"])[keys[0]]
     assert pair["base"].endswith(os.path.join("train_base", "dtd", "shots_16", "CoOp", COOP_CFG))
     assert pair["new"].endswith(os.path.join("test_new", "dtd", "shots_16", "CoOp", COOP_CFG))
-    assert ptr.scan_base2new(b2n_root, shots=4) == {}
+    assert rr.scan_base2new(b2n_root, shots=4) == {}
 
 
 def test_base2new_rows_values(b2n_root):

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.paper_tables import CROSS_DATASET_TARGETS, CROSS_DOMAIN_TARGETS, PAPER_DATASETS  # noqa: E402
+from tools.paper_facts import CROSS_DATASET_TARGETS, CROSS_DOMAIN_TARGETS, PAPER_DATASETS  # noqa: E402
 from tools.sweep import Job, add_launcher_args, launcher_from_args, merge_duplicates, run_jobs  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
