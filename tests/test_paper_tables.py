@@ -64,10 +64,10 @@ def fewshot(root, dataset, shots, trainer, cfg, accs):
 
 
 def wn_sweep(root, dataset, seed, points):
-    """A dpc_weight_sweep.json ({w_new: accuracy}) of a DPC_CoOp @wn-sweep test_new run."""
+    """A finished DPC_CoOp @wn-sweep test_new run with its dpc_weight_sweep.json ({w_new: accuracy})."""
     run = os.path.join(root, "base2new", "test_new", dataset, "shots_16", "DPC_CoOp", f"{DPC}@wn-sweep",
                        f"seed{seed}")
-    os.makedirs(run, exist_ok=True)
+    write_run(run, points[1e-6])  # the configured w_n is evaluated last
     entries = [{"mode": "new", "w_new": w, "accuracy": a} for w, a in points.items()]
     entries.append({"mode": "base", "w_base": 0.2, "accuracy": 99.0})  # ignored
     with open(os.path.join(run, "dpc_weight_sweep.json"), "w") as f:
@@ -204,6 +204,28 @@ def test_dataset_and_seed_filters(small_tree):
     assert find(recs, row="CoOp", dataset="average", metric="base")["of"] == 1
     recs = paper_rows.table1_rows(small_tree, seeds=[1])
     assert find(recs, row="CoOp", dataset="eurosat", metric="base")["mean"] == 80
+
+
+def test_only_finished_seed_runs_count(tmp_path, capsys):
+    root = str(tmp_path)
+    pair(root, "eurosat", "DPC_CoOp", DPC, [85, 85], [60, 60])
+    base = os.path.join(root, "base2new", "train_base", "eurosat", "shots_16", "DPC_CoOp", DPC)
+    write_run(os.path.join(base, "seed1_old"), 10)  # a backup copy
+    write_run(os.path.join(base, "seed3"), 50)
+    os.remove(os.path.join(base, "seed3", "done.json"))  # its FORCE=1 re-run crashed
+    recs = paper_rows.table1_rows(root)
+    base_rec = find(recs, row="DPC_CoOp", dataset="eurosat", metric="base")
+    assert (base_rec["mean"], base_rec["std"], base_rec["n"]) == (85, 0, 2)
+    assert pt.main([root, "--tables", "table1", "table3", "table4"]) == 0  # three tables read these runs
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"ignored: {os.path.join(base, 'seed1_old')} (not a seed<N> folder)",
+                   f"ignored: {os.path.join(base, 'seed3')} (no done.json: not finished, or its last attempt "
+                   "failed; nothing in it is read)"]  # once each
+
+    os.rename(os.path.join(base, "seed1_old"), os.path.join(base, "seed01"))
+    res = subprocess.run([sys.executable, SCRIPT, root], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.splitlines()[-1].startswith(f"error: {base}: seed01 and seed1 are both seed 1;")
 
 
 # ----------------------------------------------------------------------------

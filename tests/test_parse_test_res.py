@@ -129,12 +129,14 @@ def std(xs):
 def test_last_accuracy_of_log_wins(tmp_path):
     # val evaluations, then the final test; per-class "* average:" must not count
     write(str(tmp_path / "log.txt"), train_log(81.2, vals=(60.0, 75.5, 90.0)))
+    done(str(tmp_path), 81.2345)  # finished; the log's line wins, as upstream CoOp reads it
     assert rr.parse_log(str(tmp_path / "log.txt")) == pytest.approx(81.2)
     assert rr.read_accuracy(str(tmp_path)) == pytest.approx(81.2)
 
 
 def test_weight_sweep_configured_weights_last(tmp_path):
     write(str(tmp_path / "log.txt"), eval_log(70.1, 90.3, 55.0, 64.7))
+    done(str(tmp_path), 64.6875)
     assert rr.read_accuracy(str(tmp_path)) == pytest.approx(64.7)
 
 
@@ -152,11 +154,26 @@ def test_resumed_run_newest_log_wins(tmp_path):
     assert rr.read_accuracy(run) == pytest.approx(81.0)
 
 
-def test_newest_log_without_accuracy_falls_back_to_older_log(tmp_path):
+def test_crashed_forced_rerun_is_not_counted(tmp_path, capsys):
+    # FORCE=1 re-evaluation: train.py dropped done.json, started a new log, then crashed; the older log's
+    # accuracy belongs to the replaced evaluation
+    cfg = tmp_path / "CoOp" / COOP_CFG
+    make_run(str(cfg / "seed1"), 80.0)
+    run = cfg / "seed2"
+    write(str(run / "log.txt"), eval_log(79.4))
+    write(str(run / "log.txt-2025-02-01-08-00-00"), eval_log() + "Traceback ...\n")
+    assert rr.read_accuracy(str(run)) is None
+    assert rr.collect(str(cfg)) == {1: 80.0}
+    assert f"ignored: {run} (no done.json: not finished" in capsys.readouterr().err
+
+
+def test_finished_run_reads_its_newest_log_only(tmp_path):
+    # the newest log is the attempt that wrote done.json; an older log's accuracy is another evaluation's
     run = str(tmp_path)
     write(os.path.join(run, "log.txt"), train_log(79.4, vals=(50.0,)))
-    write(os.path.join(run, "log.txt-2025-02-01-08-00-00"), train_log(None) + "Traceback ...\n")
-    assert rr.read_accuracy(run) == pytest.approx(79.4)
+    write(os.path.join(run, "log.txt-2025-02-01-08-00-00"), train_log(None))
+    done(run, 81.25)
+    assert rr.read_accuracy(run) == pytest.approx(81.25)
 
 
 def test_done_json_fallback_and_no_result(tmp_path):
@@ -176,6 +193,34 @@ def test_done_json_fallback_and_no_result(tmp_path):
     (tmp_path / "d").mkdir()
     assert rr.read_accuracy(str(tmp_path / "d")) is None
     assert rr.read_accuracy(str(tmp_path / "does_not_exist")) is None
+
+
+def test_backup_folder_is_not_a_seed(tmp_path, capsys):
+    cfg = tmp_path / "DPC_CoOp" / DPC_CFG
+    make_run(str(cfg / "seed1"), 85.0)
+    make_run(str(cfg / "seed2"), 85.0)
+    make_run(str(cfg / "seed1_old"), 10.0)  # a backup copy of a finished run
+    (cfg / "notes").mkdir()
+    assert rr.collect(str(cfg)) == {1: 85.0, 2: 85.0}
+    assert rr.collect(str(cfg)) == {1: 85.0, 2: 85.0}
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"ignored: {cfg / 'notes'} (not a seed<N> folder)",
+                   f"ignored: {cfg / 'seed1_old'} (not a seed<N> folder)"]  # each once
+    res = run_cli(str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "| 2 " in res.stdout and "85.00 ± 0.00" in res.stdout and "seed1_old" in res.stderr
+
+
+def test_duplicate_seed_is_an_error(tmp_path):
+    cfg = tmp_path / "CoOp" / COOP_CFG
+    make_run(str(cfg / "seed1"), 80.0)
+    make_run(str(cfg / "seed01"), 70.0)
+    make_run(str(cfg / "seed2"), 82.0)
+    with pytest.raises(rr.DuplicateSeedError, match="seed01 and seed1 are both seed 1"):
+        rr.collect(str(cfg))
+    res = run_cli(str(cfg))
+    assert res.returncode == 2 and res.stdout == ""
+    assert len(res.stderr.splitlines()) == 1 and "seed01 and seed1 are both seed 1" in res.stderr
 
 
 # ----------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Layout read (one run's accuracy as tools/run_results.read_accuracy reads it):
     Table 5  CoOp and DPC_CoOp untagged (20 epochs), @ep10, @ep5 (any @ep<N>)
     Fig. 6   DPC_CoOp @wb<v> (untagged: w_b = 0.2) and the @wn-sweep dpc_weight_sweep.json files
 
-Per dataset: mean +- population std over seeds. Averages (as the paper): mean over datasets
+Only finished runs (with done.json) in seed<N>/ folders count; the other folders are listed on stderr as
+ignored, with why, and two folders of one seed (seed1, seed01) are an error. Per dataset: mean +-
+population std over seeds. Averages (as the paper): mean over datasets
 of the per-dataset means; H = harmonic mean of the average base and the average new.
 A missing run is shown as "-"; an average over fewer datasets than expected says so,
 e.g. "Average (9/11)".
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="paper_tables.py",
         description="Tables 1-5, Fig. 6 and few-shot results of the DPC paper from the run dirs under OUTPUT_ROOT.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit status: 0 ok, 1 no runs for any table asked for, 2 usage error.")
+        epilog="exit status: 0 ok, 1 no runs for any table asked for, 2 usage error or a seed in two folders.")
     p.add_argument("root", metavar="OUTPUT_ROOT", help="dir holding base2new/, xd/ and/or fewshot/")
     p.add_argument("--tables", nargs="+", choices=TABLES + ("all",), default=["all"],
                    help="tables to build (default all: every table that has runs; the ablations "
@@ -105,4 +107,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from trainers.console import exit_on_user_error, verbose_requested
+
+    sys.exit(exit_on_user_error(main, None, verbose_requested()))

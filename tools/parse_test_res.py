@@ -13,9 +13,10 @@ Three ways to call it:
     # DPC_X right after X, DPC - X difference rows and per-trainer averages
     python tools/parse_test_res.py --base2new output/base2new [--dataset eurosat dtd] [--shots 16]
 
-A run's accuracy is the last "* accuracy: xx.x%" line of its newest Dassl log
-(log.txt-<timestamp> files are newer than log.txt) that has one; done.json's
-"accuracy" is the fallback. Mean +- std over seeds uses numpy's population std
+Only finished runs (with done.json) in seed<N>/ folders count; the other folders are listed on
+stderr as ignored, with why, and two folders of one seed (seed1, seed01) are an error (exit status 2).
+A run's accuracy is the last "* accuracy: xx.x%" line of its newest Dassl log, else done.json's
+"accuracy" (tools/run_results.py). Mean +- std over seeds uses numpy's population std
 (ddof=0), as upstream CoOp does. H = 2*b*n / (b + n) of the mean base and mean
 new accuracies; its std is over the per-seed H values.
 
@@ -41,8 +42,7 @@ if __package__ in (None, ""):  # run as a script: make the `tools` package impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.run_results import (  # noqa: E402
-    DPC_PREFIX, Seed, backbone_of, backbone_sort_key, collect, find_result_dirs, is_base2new_root, scan_base2new,
-    seed_dirs)
+    DPC_PREFIX, Seed, backbone_of, backbone_sort_key, collect, find_result_dirs, is_base2new_root, scan_base2new)
 
 FORMATS = ("github", "grid", "plain", "csv", "json")
 
@@ -248,11 +248,9 @@ def table_dirs(dirs: List[str], fmt: str, dec: int) -> Tuple[str, int]:
     """Table for positional DIRs; returns (text, number of rows with results)."""
     recs = []
     for d in dirs:
-        accs = collect(d, include_missing=True)
+        accs = collect(d, include_missing=True)  # says on stderr why a seed has no result
         s = summarize(accs)
         missing = [k for k, v in accs.items() if v is None]
-        for k in missing:
-            print(f"note: no result in {seed_dirs(d)[k]}", file=sys.stderr)
         recs.append({"directory": d, "n": s.n, "mean": s.mean, "std": s.std,
                      "values": accs, "missing": missing, "summary": s})
     found = sum(r["n"] > 0 for r in recs)
@@ -325,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="parse_test_res.py",
         description="Tabulate test accuracies (mean +- population std over seeds) of train.py runs.\n"
-                    "A run's accuracy is the last '* accuracy:' line of its newest Dassl log\n"
-                    "(log.txt, log.txt-<timestamp>) that has one, else done.json's accuracy.",
+                    "Only finished runs (done.json) in seed<N>/ folders count; other folders are listed\n"
+                    "on stderr as ignored. A run's accuracy is the last '* accuracy:' line of its newest\n"
+                    "Dassl log (log.txt, log.txt-<timestamp>), else done.json's accuracy.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  %(prog)s output/base2new/train_base/eurosat/shots_16/CoOp/vit_b16_ep50\n"
@@ -334,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                "           --new  output/base2new/test_new/eurosat/shots_16/CoOp/vit_b16_ep50\n"
                "  %(prog)s --base2new output/base2new --dataset eurosat dtd --shots 16 --format csv\n"
                "\nseeds column of --base2new: 'B/N' when base and new seed counts differ.\n"
-               "exit status: 0 ok, 1 nothing matched / no results, 2 usage error.")
+               "exit status: 0 ok, 1 nothing matched / no results, 2 usage error or a seed in two folders.")
     p.add_argument("dirs", nargs="*", metavar="DIR",
                    help="run dir, or dir whose seed*/ children are run dirs; one row each. A dir that is "
                         "neither is searched below for such dirs; a base2new root (with train_base/ or "
@@ -406,4 +405,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from trainers.console import exit_on_user_error, verbose_requested
+
+    sys.exit(exit_on_user_error(main, None, verbose_requested()))

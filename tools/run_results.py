@@ -4,9 +4,10 @@ Layout (as scripts/ write it):
 
     <top>/<dataset>/shots_<N>/<trainer>/<cfgdir>/seed<S>/    e.g. OUTPUT/base2new/train_base/...
 
-A run's accuracy is the last "* accuracy: xx.x%" line of its newest Dassl log
-(log.txt-<timestamp> files are newer than log.txt) that has one; done.json's
-"accuracy" is the fallback.
+Only finished runs count: those with done.json, in seed<N>/ folders (seed_runs, the one place that
+finds them). Every other folder is said once on stderr to be ignored, with why; two folders of one
+seed (seed1 and seed01) are an error. A run's accuracy is the last "* accuracy: xx.x%" line of its
+newest Dassl log (log.txt-<timestamp> files are newer than log.txt), else done.json's "accuracy".
 
 Used by tools/parse_test_res.py and the paper tables (tools/paper_rows.py).
 """
@@ -16,8 +17,14 @@ import os
 import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple, Union
+
+if __package__ in (None, ""):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from trainers.dpc.errors import UserError  # noqa: E402
+from trainers.run_dir import DONE_FILE  # noqa: E402
 
 DPC_PREFIX = "DPC_"
 
@@ -29,6 +36,15 @@ SEED_RE = re.compile(r"^seed(\d+)$")
 SHOTS_RE = re.compile(r"^shots_(\d+)$")
 
 Seed = Union[int, str]
+
+_NOTES_GIVEN = set()
+
+
+def note_once(text: str) -> None:
+    """Print a note on stderr the first time it comes up."""
+    if text not in _NOTES_GIVEN:
+        _NOTES_GIVEN.add(text)
+        print(text, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------
@@ -60,32 +76,56 @@ def parse_log(path: str) -> Optional[float]:
     return last
 
 
-def read_done(run_dir: str) -> Optional[float]:
-    """Accuracy recorded in done.json, or None (missing file, bad JSON, null accuracy)."""
+def _number(value) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def done_record(run_dir: str) -> Optional[dict]:
+    """done.json of a run as a dict, or None: no such file (unfinished, or its last attempt failed), or unreadable."""
     try:
-        with open(os.path.join(run_dir, "done.json"), "r", encoding="utf-8") as f:
-            acc = json.load(f).get("accuracy")
-    except (OSError, ValueError, AttributeError):
+        with open(os.path.join(run_dir, DONE_FILE), "r", encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
         return None
-    return float(acc) if isinstance(acc, (int, float)) and not isinstance(acc, bool) else None
+    return record if isinstance(record, dict) else None
 
 
 def read_accuracy(run_dir: str) -> Optional[float]:
-    """Test accuracy (%) of one run dir, or None when it has no result.
+    """Test accuracy (%) of a finished run (one with done.json), else None.
 
-    The last accuracy line of the newest log file that has one wins; done.json
-    is only used when no log has an accuracy line.
+    train.py removes done.json before it starts an attempt in a run dir and writes it when the attempt
+    finishes, so the newest log is the finished attempt's: its last accuracy line wins, done.json's
+    "accuracy" when it has none. Older logs belong to replaced or interrupted attempts and are not read.
     """
-    for path in reversed(log_files(run_dir)):
-        acc = parse_log(path)
-        if acc is not None:
-            return acc
-    return read_done(run_dir)
+    record = done_record(run_dir)
+    if record is None:
+        return None
+    logs = log_files(run_dir)
+    acc = parse_log(logs[-1]) if logs else None
+    return acc if acc is not None else _number(record.get("accuracy"))
 
 
 def is_run_dir(path: str) -> bool:
     """True if `path` holds a Dassl log or a done.json."""
-    return bool(log_files(path)) or os.path.isfile(os.path.join(path, "done.json"))
+    return bool(log_files(path)) or os.path.isfile(os.path.join(path, DONE_FILE))
+
+
+# ----------------------------------------------------------------------------
+# The seed runs of a cfg dir
+# ----------------------------------------------------------------------------
+
+
+class DuplicateSeedError(UserError, ValueError):
+    """Two folders of a cfg dir name the same seed (seed1 and seed01)."""
+
+
+@dataclass
+class SeedRuns:
+    """What a cfg dir holds: finished runs by seed, seed<N> folders without done.json, and every folder left out
+    with why (the unfinished ones included)."""
+    finished: Dict[Seed, str] = field(default_factory=dict)
+    unfinished: Dict[Seed, str] = field(default_factory=dict)
+    ignored: List[Tuple[str, str]] = field(default_factory=list)
 
 
 def _seed_key(name: str) -> Seed:
@@ -97,32 +137,78 @@ def _sort_key(seed: Seed) -> Tuple[int, Union[int, str]]:
     return (0, seed) if isinstance(seed, int) else (1, str(seed))
 
 
-def seed_dirs(path: str) -> Dict[Seed, str]:
-    """Run dirs under `path`: its seed*/ children, else `path` itself."""
+def _subdirs(path: str) -> List[str]:
     try:
-        children = [n for n in os.listdir(path)
-                    if n.startswith("seed") and os.path.isdir(os.path.join(path, n))]
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    if children:
-        found = {_seed_key(n): os.path.join(path, n) for n in children}
+        return sorted(n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n)))
+    except OSError:
+        return []
+
+
+def _any_seed_folder(names: List[str]) -> bool:
+    return any(n.startswith("seed") for n in names)
+
+
+def holds_seeds(path: str) -> bool:
+    """True if `path` is a cfg dir: it has a seed* child folder (seed<N>, or a copy such as seed1_old)."""
+    return _any_seed_folder(_subdirs(path))
+
+
+UNFINISHED = "no done.json: not finished, or its last attempt failed; nothing in it is read"
+
+
+def seed_runs(path: str) -> SeedRuns:
+    """The runs of a cfg dir: its seed<N>/ children, or `path` itself when it has no seed* child (a run dir).
+
+    Only a finished run (done.json) counts; every other folder is ignored, and said so once on stderr.
+    Raises DuplicateSeedError when two folders name one seed (seed1 and seed01).
+    """
+    out = SeedRuns()
+    if not os.path.isdir(path):
+        return out
+    names = _subdirs(path)
+    if _any_seed_folder(names):
+        candidates = {}
+        for name in names:
+            child = os.path.join(path, name)
+            if not SEED_RE.match(name):
+                out.ignored.append((child, "not a seed<N> folder"))
+                continue
+            other = candidates.setdefault(_seed_key(name), name)
+            if other != name:
+                raise DuplicateSeedError(f"{path}: {other} and {name} are both seed {_seed_key(name)}; keep one "
+                                         "of them there (move or rename the other) so that each seed counts once")
+        candidates = {seed: os.path.join(path, name) for seed, name in candidates.items()}
     else:
-        found = {_seed_key(os.path.basename(os.path.normpath(path))): path}
-    return dict(sorted(found.items(), key=lambda kv: _sort_key(kv[0])))
+        candidates = {_seed_key(os.path.basename(os.path.normpath(path))): path}
+    for seed in sorted(candidates, key=_sort_key):
+        run = candidates[seed]
+        if done_record(run) is None:
+            out.unfinished[seed] = run
+            out.ignored.append((run, UNFINISHED))
+        else:
+            out.finished[seed] = run
+    for folder, why in out.ignored:
+        note_once(f"ignored: {folder} ({why})")
+    return out
 
 
 def collect(path: str, include_missing: bool = False) -> Dict[Seed, Optional[float]]:
-    """Accuracy per seed under `path` (a run dir or a dir of seed*/ run dirs).
+    """Accuracy per seed of the finished runs under `path` (a run dir or a dir of seed<N>/ run dirs).
 
     Keys are seed numbers (int) for "seed<N>" dirs, else the dir name. Seeds
     without a result are left out unless `include_missing` (then value None).
     """
+    runs = seed_runs(path)
     out = {}
-    for seed, run in seed_dirs(path).items():
+    for seed, run in runs.finished.items():
         acc = read_accuracy(run)
+        if acc is None:
+            note_once(f"ignored: {run} (finished without an accuracy in its newest log or done.json)")
         if acc is not None or include_missing:
             out[seed] = acc
-    return out
+    if include_missing:
+        out.update(dict.fromkeys(runs.unfinished))
+    return dict(sorted(out.items(), key=lambda kv: _sort_key(kv[0])))
 
 
 def find_result_dirs(path: str) -> List[str]:
@@ -132,18 +218,12 @@ def find_result_dirs(path: str) -> List[str]:
     (not descending into seed dirs) so that e.g. a dataset dir expands into
     one entry per trainer/cfg.
     """
-    def has_seeds(p):
-        try:
-            return any(n.startswith("seed") and os.path.isdir(os.path.join(p, n)) for n in os.listdir(p))
-        except OSError:
-            return False
-
-    if has_seeds(path) or is_run_dir(path):
+    if holds_seeds(path) or is_run_dir(path):
         return [path]
     found = []
     for cur, dirs, _ in os.walk(path):
         dirs.sort()
-        if cur != path and (has_seeds(cur) or is_run_dir(cur)):
+        if cur != path and (holds_seeds(cur) or is_run_dir(cur)):
             found.append(cur)
             dirs[:] = []  # its seed dirs belong to it
     return found
@@ -170,13 +250,6 @@ def backbone_of(trainer: str) -> str:
 def backbone_sort_key(trainer: str) -> Tuple[str, int]:
     # backbone name first, then X before DPC_X
     return (backbone_of(trainer).lower(), int(trainer.startswith(DPC_PREFIX)))
-
-
-def _subdirs(path: str) -> List[str]:
-    try:
-        return sorted(n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n)))
-    except OSError:
-        return []
 
 
 def scan_side(top: str, datasets, shots) -> Dict[Key, str]:
@@ -246,17 +319,9 @@ def seed_results(path: Optional[str], seeds: Optional[Iterable[int]] = None) -> 
     return {s: a for s, a in collect(path).items() if wanted is None or s in wanted}
 
 
-def _number(value) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def read_train_seconds(run_dir: str) -> Optional[float]:
     """done.json "train_seconds" of one run, or None (missing file, bad JSON, older run)."""
-    try:
-        with open(os.path.join(run_dir, "done.json"), "r", encoding="utf-8") as f:
-            return _number(json.load(f).get("train_seconds"))
-    except (OSError, ValueError, AttributeError):
-        return None
+    return _number((done_record(run_dir) or {}).get("train_seconds"))
 
 
 def seed_train_seconds(path: Optional[str], seeds: Optional[Iterable[int]] = None) -> Dict:
@@ -264,7 +329,8 @@ def seed_train_seconds(path: Optional[str], seeds: Optional[Iterable[int]] = Non
     if not path:
         return {}
     wanted = set(seeds) if seeds else None
-    return {s: read_train_seconds(run) for s, run in seed_dirs(path).items() if wanted is None or s in wanted}
+    runs = seed_runs(path).finished
+    return {s: read_train_seconds(run) for s, run in runs.items() if wanted is None or s in wanted}
 
 
 def read_weight_sweep(run_dir: str) -> Dict[float, float]:
@@ -290,7 +356,7 @@ def configured(dirs_by_dataset: Dict[str, Dict], *keys: str) -> Optional[str]:
     EuroSAT, which has 5 base classes); None when no run records it."""
     values = set()
     for d in dirs_by_dataset.values():
-        for run in seed_dirs(d["base"]).values() if d.get("base") else ():
+        for run in seed_runs(d["base"]).finished.values() if d.get("base") else ():
             try:
                 with open(os.path.join(run, "run_info.json"), encoding="utf-8") as f:
                     node = json.load(f)["config"]
@@ -309,19 +375,8 @@ def wn_sweep_results(dirs_by_dataset: Dict[str, Dict], seeds=None) -> Dict[float
     for ds, dirs in dirs_by_dataset.items():
         if not dirs.get("new"):
             continue
-        for seed, run in seed_dirs(dirs["new"]).items():
+        for seed, run in seed_runs(dirs["new"]).finished.items():
             if wanted is None or seed in wanted:
                 for w, acc in read_weight_sweep(run).items():
                     out[w][ds][seed] = acc
     return out
-
-
-_NOTES_GIVEN = set()
-
-
-def note_once(text: str) -> None:
-    """Print a note on stderr the first time it comes up."""
-    if text not in _NOTES_GIVEN:
-        _NOTES_GIVEN.add(text)
-        print(text, file=sys.stderr)
-
