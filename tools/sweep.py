@@ -21,15 +21,19 @@ Launchers:
 
 Logs: <log_dir>/<name with / -> __>.log per local job (submitit jobs: submitit's
 <job id>_0_log.out in <log_dir>/submitit), and <log_dir>/sweep.json rewritten
-after every event.
+after every event. A log folder belongs to one running sweep at a time (log_dir_from_args
+makes a new one per sweep), and a job log is a new file each time its job starts.
 """
 
 import argparse
+import fcntl
+import itertools
 import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +48,7 @@ from tabulate import tabulate
 if __package__ in (None, ""):  # run as a script: make the repository's packages importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trainers.dpc.errors import UserError  # noqa: E402
 from trainers.dpc.files import atomic_write_text  # noqa: E402  (torch-free)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,6 +162,13 @@ def _check_acyclic(jobs: Sequence[Job]) -> None:
                 path.append(dep)
 
 
+def new_log(path: Path):
+    """A new, empty file at `path`, open for writing by one job alone: a file already there (an earlier sweep's;
+    its job may still write to it) is unlinked first, never truncated, so the two writers never mix."""
+    path.unlink(missing_ok=True)
+    return open(path, "x")
+
+
 def job_environment(job: Job, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """os.environ + job.env + WAIT_FOR_LOCK_ENV + launcher extras (e.g. CUDA_VISIBLE_DEVICES)."""
     env = dict(os.environ)
@@ -197,7 +209,7 @@ class _LocalRun:
         self.log_path = log_path
         self.process: Optional[subprocess.Popen] = None
         self.start_error = ""
-        with open(log_path, "w") as log:
+        with new_log(log_path) as log:
             log.write("$ " + shlex.join(_assignments({**dict(job.env), **extra_env}) + list(job.argv)) + "\n")
             log.flush()
             try:
@@ -320,7 +332,7 @@ class _SubmititRun:
         # job.exception() runs the function; job.result() would open pdb on a failure.
         error = self.job.exception()
         command = self.job.submission().function.command
-        with open(self.debug_log, "w") as log:
+        with new_log(self.debug_log) as log:
             log.write("$ " + shlex.join(command) + "\n")
             if error is None:
                 log.write(self.job.submission().result() + "\n")
@@ -559,9 +571,31 @@ def run_jobs(jobs: Iterable[Job], launcher, log_dir: Union[str, Path], stream=sy
     _check_log_names(jobs)
     log_dir = Path(log_dir).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
-    launcher.prepare(log_dir)
-    with _signals_as_keyboard_interrupt():
-        return _Sweep(jobs, launcher, log_dir, stream).run()
+    with _own_log_dir(log_dir):
+        launcher.prepare(log_dir)
+        with _signals_as_keyboard_interrupt():
+            return _Sweep(jobs, launcher, log_dir, stream).run()
+
+
+class LogDirInUseError(UserError, RuntimeError):
+    """Another running sweep writes its job logs and sweep.json into this folder."""
+
+
+@contextmanager
+def _own_log_dir(log_dir: Path):
+    """Holds log_dir for this sweep (an flock on <log_dir>/.sweep.lock, released by the kernel however the sweep
+    ends); a second sweep into it fails at once, naming the first."""
+    with open(log_dir / ".sweep.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise LogDirInUseError(f"{log_dir} holds the logs of a running sweep ({lock.read().strip()}); give "
+                                   "this sweep another --log-dir, or wait for that one to end") from None
+        lock.truncate(0)
+        lock.write(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.flush()
+        yield
 
 
 @contextmanager
@@ -838,8 +872,17 @@ def _launcher_from_args(args: argparse.Namespace):
     return LocalLauncher(workers=args.workers)
 
 
-def log_dir_from_args(args: argparse.Namespace, sweep_name: str = "sweep") -> Path:
-    """--log-dir, else <repo>/output/sweeps/<sweep_name>-<YYYYmmdd-HHMMSS>."""
+def log_dir_from_args(args: argparse.Namespace, sweep_name: str = "sweep",
+                      parent: Union[str, Path] = REPO / "output" / "sweeps") -> Path:
+    """--log-dir, else a new folder <parent>/<sweep_name>-<YYYYmmdd-HHMMSS>, with -2, -3, ... after it when
+    another sweep started in the same second (created here, so that two sweeps never share one)."""
     if args.log_dir:
         return Path(args.log_dir)
-    return REPO / "output" / "sweeps" / f"{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamped = f"{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in itertools.count(1):
+        folder = Path(parent) / (stamped if n == 1 else f"{stamped}-{n}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
