@@ -27,6 +27,7 @@ makes a new one per sweep), and a job log is a new file each time its job starts
 
 import argparse
 import fcntl
+import graphlib
 import itertools
 import json
 import os
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -140,26 +141,11 @@ def _resolve_deps(name: str, declared: List[Tuple[str, str]], alias: Dict[str, s
 
 
 def _check_acyclic(jobs: Sequence[Job]) -> None:
-    """Depth-first search; raises ValueError naming the jobs of the first cycle found."""
-    deps_of = {job.name: job.deps for job in jobs}
-    finished: set = set()
-    for root in deps_of:
-        path: List[str] = []  # the current chain of dependencies
-        stack = [(root, iter(deps_of[root]))]
-        path.append(root)
-        while stack:
-            name, remaining = stack[-1]
-            dep = next(remaining, None)
-            if dep is None:
-                finished.add(name)
-                stack.pop()
-                path.pop()
-            elif dep in path:
-                cycle = path[path.index(dep):] + [dep]
-                raise ValueError("dependency cycle: " + " -> ".join(cycle))
-            elif dep not in finished:
-                stack.append((dep, iter(deps_of[dep])))
-                path.append(dep)
+    """Raises ValueError naming the jobs of a cycle (a -> b: a depends on b), if there is one."""
+    try:
+        graphlib.TopologicalSorter({job.name: job.deps for job in jobs}).prepare()
+    except graphlib.CycleError as error:  # its cycle runs from a dependency to its dependent
+        raise ValueError("dependency cycle: " + " -> ".join(reversed(error.args[1]))) from None
 
 
 def new_log(path: Path):
@@ -171,11 +157,7 @@ def new_log(path: Path):
 
 def job_environment(job: Job, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """os.environ + job.env + WAIT_FOR_LOCK_ENV + launcher extras (e.g. CUDA_VISIBLE_DEVICES)."""
-    env = dict(os.environ)
-    env.update(job.env)
-    env.update(WAIT_FOR_LOCK_ENV)
-    env.update(extra or {})
-    return env
+    return {**os.environ, **dict(job.env), **WAIT_FOR_LOCK_ENV, **(extra or {})}
 
 
 def _assignments(variables: Mapping[str, str]) -> List[str]:
@@ -247,10 +229,8 @@ class _LocalRun:
 
     def _signal_group(self, signum: int) -> None:
         if self.alive:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signum)  # start_new_session: group id == pid
-            except ProcessLookupError:
-                pass
 
 
 class LocalLauncher:
@@ -503,26 +483,29 @@ class SweepReport:
         return f"Sweep: {verdict} (logs in {self.log_dir})\n{table}"
 
 
+def _tail(path: Optional[str], size: int) -> Optional[str]:
+    """The last `size` bytes of a text file, None when there is none."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
 def tail_lines(path: Optional[str], count: int) -> List[str]:
     """The last count lines of a text file (reads only its end)."""
-    if not path or not os.path.exists(path):
-        return ["(no log file)"]
-    with open(path, "rb") as log:
-        log.seek(max(0, os.path.getsize(path) - 64 * 1024))
-        text = log.read().decode("utf-8", errors="replace")
-    return text.rstrip("\n").splitlines()[-count:]
+    text = _tail(path, 64 * 1024)
+    return ["(no log file)"] if text is None else text.rstrip("\n").splitlines()[-count:]
 
 
 def job_progress(log_path: Optional[str]) -> str:
     """Where a running job is, from its log: the last train.py stage and bar ('DPC_CoOp base train 42%, ETA 00:40'),
     else the last progress line with an ETA that the job printed (e.g. tools/epoch_curve.py's)."""
-    if not log_path:
-        return ""
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(max(0, os.path.getsize(log_path) - 16384))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
+    tail = _tail(log_path, 16384)
+    if tail is None:
         return ""
     stages, bars = list(STAGE_LINE.finditer(tail)), list(BAR_STATE.finditer(tail))
     stage = f"{stages[-1].group(2)} {stages[-1].group(3)}" if stages else ""
@@ -554,10 +537,6 @@ def format_eta(seconds: Optional[float]) -> str:
     if seconds < 3600:
         return f"~{round(seconds / 60)}m"
     return "~" + format_duration(seconds)
-
-
-def write_json_atomically(path: Path, data: dict) -> None:
-    atomic_write_text(str(path), json.dumps(data, indent=1))
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -765,12 +744,12 @@ class _Sweep:
 
     def _write_json(self) -> None:
         statuses = [r.status for r in self.results.values()]
-        write_json_atomically(self.log_dir / "sweep.json", {
+        atomic_write_text(str(self.log_dir / "sweep.json"), json.dumps({
             "launcher": self.launcher.describe(),
             "elapsed_seconds": round(self._elapsed(), 3),
             "counts": {status: statuses.count(status) for status in sorted(set(statuses))},
             "jobs": [r.to_json() for r in self.results.values()],
-        })
+        }, indent=1))
 
 
 # ----------------------------------------------------------------------------- command line
