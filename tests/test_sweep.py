@@ -307,8 +307,7 @@ def test_a_log_folder_belongs_to_one_sweep_at_a_time(tmp_path):
     first = threading.Thread(target=run_jobs, args=([recorder_job(record, "job", seconds=2.0)], LocalLauncher(), logs),
                              kwargs={"stream": io.StringIO()})
     first.start()
-    while not record.exists():  # the first sweep's job is running
-        time.sleep(0.05)
+    wait_for_file(record)  # the first sweep's job is running
     with pytest.raises(LogDirInUseError, match=f"{logs} holds the logs of a running sweep \\(process {os.getpid()} "):
         run_jobs([recorder_job(record, "job", seconds=0.1), recorder_job(record, "other")], LocalLauncher(workers=2),
                  logs, stream=io.StringIO())
