@@ -11,8 +11,8 @@ from collections import defaultdict
 
 import pytest
 
-from tools.sweep import (Job, LocalLauncher, SubmititLauncher, add_launcher_args, launcher_from_args,
-                         merge_duplicates, run_jobs)
+from tools.sweep import Job, LocalLauncher, SubmititLauncher, merge_duplicates, run_jobs
+from tools.sweep_args import add_launcher_args, launcher_from_args, log_dir_from_args
 
 RECORDER = """
 import os, sys, time
@@ -286,8 +286,6 @@ def test_a_running_jobs_progress_is_read_from_its_log(tmp_path):
 
 
 def test_sweeps_started_in_the_same_second_get_their_own_log_folders(tmp_path, monkeypatch):
-    from tools.sweep import log_dir_from_args
-
     monkeypatch.setattr(time, "strftime", lambda fmt, *when: "20250301-120000")  # both start in one second
     parser = argparse.ArgumentParser()
     add_launcher_args(parser)

@@ -22,8 +22,8 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.paper_facts import CROSS_DATASET_TARGETS, CROSS_DOMAIN_TARGETS, PAPER_DATASETS  # noqa: E402
-from tools.sweep import (  # noqa: E402
-    Job, add_launcher_args, launcher_from_args, log_dir_from_args, merge_duplicates, run_jobs)
+from tools.sweep import Job, merge_duplicates, run_jobs  # noqa: E402
+from tools.sweep_args import add_launcher_args, launcher_from_args, log_dir_from_args  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = PAPER_DATASETS  # the paper's 11, in its order
