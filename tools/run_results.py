@@ -20,11 +20,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
-if __package__ in (None, ""):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from trainers.dpc.errors import UserError  # noqa: E402
-from trainers.run_dir import DONE_FILE  # noqa: E402
+from trainers.dpc.errors import UserError
+from trainers.run_dir import DONE_FILE
 
 DPC_PREFIX = "DPC_"
 
