@@ -34,7 +34,7 @@ from tabulate import tabulate  # noqa: E402
 from tools.demo import SHOTS, curve_job, results, run_dirs, zero_shot  # noqa: E402
 from tools.demo import curves as stage1_curves  # noqa: E402
 from tools.experiments import Grid  # noqa: E402
-from tools.paper_tables import read_weight_sweep  # noqa: E402
+from tools.run_results import read_weight_sweep  # noqa: E402
 from tools.parse_test_res import summarize  # noqa: E402
 from tools.pretrain_clip import ensure_pretrained  # noqa: E402
 from tools.sweep import LocalLauncher, run_jobs  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tools import experiments
-from tools.parse_test_res import read_accuracy
+from tools.run_results import read_accuracy
 
 TINY = ["MODEL.BACKBONE.NAME", "custom", "INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0",
         "DATALOADER.TEST.BATCH_SIZE", "16", "OPTIM.MAX_EPOCH", "1", "TRAIN.PRINT_FREQ", "1"]

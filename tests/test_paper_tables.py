@@ -1,4 +1,5 @@
-"""Tests for tools/paper_tables.py on hand-built run trees (Dassl-style logs, done.json, weight sweeps)."""
+"""Tests for the paper tables (tools/paper_tables.py, paper_rows.py, paper_render.py) on hand-built run trees
+(Dassl-style logs, done.json, weight sweeps)."""
 
 import csv
 import json
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from tools import paper_figures
+from tools import paper_facts, paper_figures, paper_render, paper_rows
 from tools import paper_tables as pt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,17 +64,17 @@ def fewshot(root, dataset, shots, trainer, cfg, accs):
 
 
 def wn_sweep(root, dataset, seed, points):
-    """A dpc_weight_sweep.json ({w_new: accuracy}) of a DPC_CoOp @wn-sweep test_new run."""
+    """A finished DPC_CoOp @wn-sweep test_new run with its dpc_weight_sweep.json ({w_new: accuracy})."""
     run = os.path.join(root, "base2new", "test_new", dataset, "shots_16", "DPC_CoOp", f"{DPC}@wn-sweep",
                        f"seed{seed}")
-    os.makedirs(run, exist_ok=True)
+    write_run(run, points[1e-6])  # the configured w_n is evaluated last
     entries = [{"mode": "new", "w_new": w, "accuracy": a} for w, a in points.items()]
     entries.append({"mode": "base", "w_base": 0.2, "accuracy": 99.0})  # ignored
     with open(os.path.join(run, "dpc_weight_sweep.json"), "w") as f:
         json.dump(entries, f)
 
 
-def plausible_tree(root, datasets=pt.PAPER_DATASETS, seeds=3):
+def plausible_tree(root, datasets=paper_facts.PAPER_DATASETS, seeds=3):
     """A full tree with paper-like numbers for every table (used for the figures)."""
     rng = np.random.default_rng(0)
     offsets = {"CoOp": (0, 0), "MaPLe": (1.5, 4.5), "PromptSRC": (1.5, 6), "PromptKD": (5, 11)}
@@ -106,7 +107,7 @@ def plausible_tree(root, datasets=pt.PAPER_DATASETS, seeds=3):
     for tr, src in (("CoOp", 71.2), ("MaPLe", 70.1), ("PromptSRC", 70.6), ("PromptKD", 72.4)):
         for name, d in ((tr, 0), ("DPC_" + tr, 1)):
             xd(root, "train_source", "imagenet", name, "cfg", [src + d, src + d + 0.4, src + d - 0.2])
-            for j, target in enumerate(pt.CROSS_DATASET_TARGETS + pt.CROSS_DOMAIN_TARGETS):
+            for j, target in enumerate(paper_facts.CROSS_DATASET_TARGETS + paper_facts.CROSS_DOMAIN_TARGETS):
                 xd(root, "test_target", target, name, "cfg", [50 + (j * 9) % 40 + k for k in (0, 1, 2)])
     return root
 
@@ -147,7 +148,7 @@ def small_tree(tmp_path):
 # ----------------------------------------------------------------------------
 
 def test_table1_means_std_h_and_averages(small_tree):
-    recs = pt.table1_rows(small_tree)
+    recs = paper_rows.table1_rows(small_tree)
     base = find(recs, row="CoOp", dataset="eurosat", metric="base")
     assert base["mean"] == pytest.approx(82) and base["n"] == 3
     assert base["std"] == pytest.approx(pop_std([80, 82, 84]))
@@ -164,31 +165,31 @@ def test_table1_means_std_h_and_averages(small_tree):
 
 
 def test_table1_only_untagged_rows_in_paper_order(small_tree):
-    recs = pt.table1_rows(small_tree)
-    assert [r["row"] for r in pt.ordered_rows(recs)] == ["CoOp", "DPC_CoOp"]
+    recs = paper_rows.table1_rows(small_tree)
+    assert [r["row"] for r in paper_render.ordered_rows(recs)] == ["CoOp", "DPC_CoOp"]
     assert {r["cfg"] for r in recs} == {COOP, DPC}
-    assert [r["label"] for r in pt.ordered_rows(recs)] == ["CoOp", "+ DPC"]
+    assert [r["label"] for r in paper_render.ordered_rows(recs)] == ["CoOp", "+ DPC"]
 
 
 def test_table1_rendering_missing_dash_partial_average_and_seed_marks(small_tree):
-    (table,) = pt.render("table1", pt.table1_rows(small_tree))
+    (table,) = paper_render.render("table1", paper_rows.table1_rows(small_tree))
     assert [h.split("\n")[0] for h in table.headers[1::3]] == ["Average (2/11)", "DTD", "EuroSAT"]
     coop, dpc = table.cells
     # DPC_CoOp has eurosat only: its average is marked, its DTD cells are "-", never 0
     assert dpc[1:4] == ["92.00 (1/11)", "52.00 (1/11)", f"{hmean(92, 52):.2f} (1/11)"]
     assert dpc[4:7] == ["-", "-", "-"]
     assert coop[1] == "76.50"
-    text = pt.to_text([table])
+    text = paper_render.to_text([table])
     assert "[n=2]" in text  # dtd has 2 seeds, the usual count is 3
     assert "82.00 ± 1.63" in text
 
 
 def test_table1_blocks_follow_the_paper(tmp_path):
     root = str(tmp_path)
-    for ds in pt.PAPER_DATASETS:
+    for ds in paper_facts.PAPER_DATASETS:
         pair(root, ds, "MaPLe", "c", [80], [70])
         pair(root, ds, "CoOp", "c", [80], [70])
-    tables = pt.render("table1", pt.table1_rows(root))
+    tables = paper_render.render("table1", paper_rows.table1_rows(root))
     assert len(tables) == 3
     firsts = [[h.split("\n")[0] for h in t.headers[1::3]] for t in tables]
     assert firsts == [["Average", "ImageNet", "Caltech101", "OxfordPets"],
@@ -198,11 +199,33 @@ def test_table1_blocks_follow_the_paper(tmp_path):
 
 
 def test_dataset_and_seed_filters(small_tree):
-    recs = pt.table1_rows(small_tree, datasets=["dtd"])
+    recs = paper_rows.table1_rows(small_tree, datasets=["dtd"])
     assert {r["dataset"] for r in recs} == {"dtd", "average"}
     assert find(recs, row="CoOp", dataset="average", metric="base")["of"] == 1
-    recs = pt.table1_rows(small_tree, seeds=[1])
+    recs = paper_rows.table1_rows(small_tree, seeds=[1])
     assert find(recs, row="CoOp", dataset="eurosat", metric="base")["mean"] == 80
+
+
+def test_only_finished_seed_runs_count(tmp_path, capsys):
+    root = str(tmp_path)
+    pair(root, "eurosat", "DPC_CoOp", DPC, [85, 85], [60, 60])
+    base = os.path.join(root, "base2new", "train_base", "eurosat", "shots_16", "DPC_CoOp", DPC)
+    write_run(os.path.join(base, "seed1_old"), 10)  # a backup copy
+    write_run(os.path.join(base, "seed3"), 50)
+    os.remove(os.path.join(base, "seed3", "done.json"))  # its FORCE=1 re-run crashed
+    recs = paper_rows.table1_rows(root)
+    base_rec = find(recs, row="DPC_CoOp", dataset="eurosat", metric="base")
+    assert (base_rec["mean"], base_rec["std"], base_rec["n"]) == (85, 0, 2)
+    assert pt.main([root, "--tables", "table1", "table3", "table4"]) == 0  # three tables read these runs
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"ignored: {os.path.join(base, 'seed1_old')} (not a seed<N> folder)",
+                   f"ignored: {os.path.join(base, 'seed3')} (no done.json: not finished, or its last attempt "
+                   "failed; nothing in it is read)"]  # once each
+
+    os.rename(os.path.join(base, "seed1_old"), os.path.join(base, "seed01"))
+    res = subprocess.run([sys.executable, SCRIPT, root], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.splitlines()[-1].startswith(f"error: {base}: seed01 and seed1 are both seed 1;")
 
 
 # ----------------------------------------------------------------------------
@@ -216,15 +239,15 @@ def test_table2_source_and_target_averages(tmp_path):
     xd(root, "test_target", "dtd", "CoOp", "c", [40])
     xd(root, "test_target", "imagenet_a", "CoOp", "c", [50])
     xd(root, "train_source", "imagenet", "DPC_CoOp", "c", [73])
-    recs = pt.table2_rows(root)
+    recs = paper_rows.table2_rows(root)
     assert find(recs, row="CoOp", metric="source")["mean"] == pytest.approx(71.5)
     cross = find(recs, row="CoOp", dataset="average", metric="cross-dataset")
     assert cross["mean"] == pytest.approx((91 + 40) / 2) and (cross["n"], cross["of"]) == (2, 10)
     domain = find(recs, row="CoOp", dataset="average", metric="cross-domain")
     assert domain["mean"] == 50 and domain["of"] == 4
-    main, detail = pt.render("table2", recs, paper=True)
+    main, detail = paper_render.render("table2", recs, paper=True)
     assert "(2/10)" in main.headers[2] and "(1/4)" in main.headers[3]
-    assert main.cells[1] == [pt.PAPER_LABEL, "71.25", "64.98", "60.31"]
+    assert main.cells[1] == [paper_render.PAPER_LABEL, "71.25", "64.98", "60.31"]
     assert main.cells[2][:2] == ["+ DPC", "73.00 ± 0.00"] and main.cells[2][2:] == ["-", "-"]
     assert [h.split("\n")[0] for h in detail.headers] == ["Method", "ImageNet", "Caltech101", "DTD", "ImageNet-A"]
 
@@ -234,22 +257,22 @@ def test_table2_source_and_target_averages(tmp_path):
 # ----------------------------------------------------------------------------
 
 def test_table3_tags_and_components(small_tree):
-    recs = pt.table3_rows(small_tree)
-    rows = pt.ordered_rows(recs)
+    recs = paper_rows.table3_rows(small_tree)
+    rows = paper_render.ordered_rows(recs)
     assert [(r["row"], r["cfg"]) for r in rows] == [("CoOp", COOP), ("(1)", f"{DPC}@t3-ts"), ("(5)", DPC)]
     assert find(recs, row="(1)", dataset="average", metric="base")["mean"] == 81
-    (table,) = pt.render("table3", recs, paper=True)
+    (table,) = paper_render.render("table3", recs, paper=True)
     assert table.cells[0][:5] == ["CoOp (backbone)", "", "", "", ""]
-    mark = pt.check_mark()
+    mark = paper_render.check_mark()
     assert table.cells[1][:5] == ["(1)", mark, "", "", ""]
-    assert table.cells[2] == [pt.PAPER_LABEL, "", "", "", "", "81.98", "68.39", "-"]
+    assert table.cells[2] == [paper_render.PAPER_LABEL, "", "", "", "", "81.98", "68.39", "-"]
     assert any("ambiguous" in n for n in table.notes)
     assert any("(2/11): DTD, EuroSAT" in n for n in table.notes)
 
 
 def test_table4_delta_and_time_ratio(small_tree):
-    recs = pt.table4_rows(small_tree)
-    assert [r["row"] for r in pt.ordered_rows(recs)] == ["b4k8", "b8k4", "b16k2"]
+    recs = paper_rows.table4_rows(small_tree)
+    assert [r["row"] for r in paper_render.ordered_rows(recs)] == ["b4k8", "b8k4", "b16k2"]
     assert find(recs, row="b4k8", dataset="eurosat", metric="train_seconds")["mean"] == pytest.approx(110)
     assert find(recs, row="b4k8", metric="time_ratio")["mean"] == pytest.approx(1.0)
     assert find(recs, row="b8k4", metric="time_ratio")["mean"] == pytest.approx(75 / 110)
@@ -257,18 +280,18 @@ def test_table4_delta_and_time_ratio(small_tree):
     # delta over the datasets both have (eurosat: CoOp base 82)
     delta = find(recs, row="b8k4", metric="delta_base")
     assert delta["mean"] == pytest.approx(88 - 82) and delta["n"] == 1
-    (table,) = pt.render("table4", recs, paper=True)
+    (table,) = paper_render.render("table4", recs, paper=True)
     assert table.cells[0] == ["4", "8", "92.00 (+10.00)", "1.00X", "110.0"]
     assert table.cells[2][2:4] == ["88.00 (+6.00)", "0.68X"]
     assert table.cells[1][2:4] == ["85.15 (+3.17)", "1.00X"]
 
 
 def test_table5_budgets(small_tree):
-    recs = pt.table5_rows(small_tree)
-    rows = pt.ordered_rows(recs)
+    recs = paper_rows.table5_rows(small_tree)
+    rows = paper_render.ordered_rows(recs)
     assert [(r["row"], r["epochs"], r["total"]) for r in rows] == [
         ("CoOp ep20", 20, 40), ("DPC_CoOp ep20", 20, None), ("CoOp ep10", 10, 20), ("DPC_CoOp ep10", 10, None)]
-    (table,) = pt.render("table5", recs, paper=True)
+    (table,) = paper_render.render("table5", recs, paper=True)
     assert table.cells[0][:3] == ["backbone", "20", "40"]
     assert table.cells[2][:3] == ["+DPC", "+20", ""]
     ep10 = next(c for c in table.cells if c[1] == "10")
@@ -287,7 +310,7 @@ def test_fig6_weights(tmp_path):
     b2n(root, "train_base", "eurosat", "DPC_CoOp", f"{DPC}@wb1", [80])
     wn_sweep(root, "eurosat", 1, {0: 51, 1e-6: 51, 1: 30})
     wn_sweep(root, "eurosat", 2, {0: 53, 1e-6: 53, 1: 32})
-    recs = pt.fig6_rows(root)
+    recs = paper_rows.fig6_rows(root)
     a = [r for r in recs if r["table"] == "fig6a" and r["dataset"] == "average"]
     assert sorted({r["w_b"] for r in a}) == [0.2, 0.5, 1.0]
     assert find(a, w_b=0.5, metric="base")["mean"] == 86
@@ -296,7 +319,7 @@ def test_fig6_weights(tmp_path):
     assert sorted({r["w_n"] for r in b}) == [0, 1e-6, 1]
     assert find(b, w_n=1.0, metric="new")["mean"] == 31
     assert find(b, w_n=1.0, metric="H")["mean"] == pytest.approx(hmean(91, 31))
-    tables = pt.render("fig6", recs)
+    tables = paper_render.render("fig6", recs)
     assert [t.headers for t in tables] == [["w_b", "Base", "New", "H"], ["w_n", "New", "H"]]
     assert [c[0] for c in tables[1].cells] == ["0", "1e-06", "1"]
 
@@ -307,11 +330,11 @@ def test_fewshot_average_per_shots(tmp_path):
         fewshot(root, "dtd", shots, "CoOp", "c", [a, a + 2])
         fewshot(root, "eurosat", shots, "CoOp", "c", [b])
     fewshot(root, "dtd", 4, "CoOp", "c", [60])
-    recs = pt.fewshot_rows(root)
+    recs = paper_rows.fewshot_rows(root)
     assert find(recs, dataset="average", shots=1)["mean"] == pytest.approx((41 + 50) / 2)
     four = find(recs, dataset="average", shots=4)
     assert four["mean"] == 60 and four["n"] == 1
-    main, detail = pt.render("fewshot", recs)
+    main, detail = paper_render.render("fewshot", recs)
     assert main.headers == ["Method", "1 shot", "2 shots", "4 shots", "16 shots"]
     assert main.cells[0] == ["CoOp", "45.50", "50.50", "60.00 (1/11)", "75.50"]
     assert detail.cells[1][:2] == ["CoOp", "EuroSAT"] and detail.cells[1][4] == "-"
@@ -336,8 +359,8 @@ def test_cli_writes_csv_markdown_and_figures(tmp_path, capsys):
                   "--figures", str(out / "figs"), "--paper"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "Average (3/11)" in printed and pt.PAPER_LABEL in printed
-    for name in pt.TABLES:
+    assert "Average (3/11)" in printed and paper_render.PAPER_LABEL in printed
+    for name in paper_facts.TABLES:
         with open(out / "csv" / f"{name}.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         assert rows and {"table", "row", "dataset", "metric", "mean", "std", "n"} <= set(rows[0])
@@ -367,7 +390,8 @@ def test_cli_script_selected_table_and_empty_tree(small_tree, tmp_path):
 
 
 def test_only_figures_with_data(small_tree, tmp_path):
-    written = paper_figures.draw_figures({"table1": pt.table1_rows(small_tree), "table2": []}, str(tmp_path / "f"))
+    records = {"table1": paper_rows.table1_rows(small_tree), "table2": []}
+    written = paper_figures.draw_figures(records, str(tmp_path / "f"))
     assert [os.path.basename(p) for p in written] == ["base2new_CoOp.png"]
     assert_png(written[0])
 

@@ -1,4 +1,5 @@
-"""Tests for tools/parse_test_res.py on hand-built run dirs with Dassl-style logs."""
+"""Tests for tools/parse_test_res.py (and the run reading of tools/run_results.py) on hand-built run dirs with
+Dassl-style logs."""
 
 import csv
 import io
@@ -11,6 +12,7 @@ import sys
 import pytest
 
 from tools import parse_test_res as ptr
+from tools import run_results as rr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tools", "parse_test_res.py")
@@ -127,13 +129,15 @@ def std(xs):
 def test_last_accuracy_of_log_wins(tmp_path):
     # val evaluations, then the final test; per-class "* average:" must not count
     write(str(tmp_path / "log.txt"), train_log(81.2, vals=(60.0, 75.5, 90.0)))
-    assert ptr.parse_log(str(tmp_path / "log.txt")) == pytest.approx(81.2)
-    assert ptr.read_accuracy(str(tmp_path)) == pytest.approx(81.2)
+    done(str(tmp_path), 81.2345)  # finished; the log's line wins, as upstream CoOp reads it
+    assert rr.parse_log(str(tmp_path / "log.txt")) == pytest.approx(81.2)
+    assert rr.read_accuracy(str(tmp_path)) == pytest.approx(81.2)
 
 
 def test_weight_sweep_configured_weights_last(tmp_path):
     write(str(tmp_path / "log.txt"), eval_log(70.1, 90.3, 55.0, 64.7))
-    assert ptr.read_accuracy(str(tmp_path)) == pytest.approx(64.7)
+    done(str(tmp_path), 64.6875)
+    assert rr.read_accuracy(str(tmp_path)) == pytest.approx(64.7)
 
 
 def test_resumed_run_newest_log_wins(tmp_path):
@@ -145,35 +149,78 @@ def test_resumed_run_newest_log_wins(tmp_path):
     # newest by name, not by modification time
     os.utime(os.path.join(run, "log.txt-2025-01-10-09-30-00"), (1, 1))
     done(run, 12.3)  # logs take precedence over done.json
-    assert [os.path.basename(p) for p in ptr.log_files(run)] == [
+    assert [os.path.basename(p) for p in rr.log_files(run)] == [
         "log.txt", "log.txt-2025-01-02-10-00-00", "log.txt-2025-01-03-23-59-59", "log.txt-2025-01-10-09-30-00"]
-    assert ptr.read_accuracy(run) == pytest.approx(81.0)
+    assert rr.read_accuracy(run) == pytest.approx(81.0)
 
 
-def test_newest_log_without_accuracy_falls_back_to_older_log(tmp_path):
+def test_crashed_forced_rerun_is_not_counted(tmp_path, capsys):
+    # FORCE=1 re-evaluation: train.py dropped done.json, started a new log, then crashed; the older log's
+    # accuracy belongs to the replaced evaluation
+    cfg = tmp_path / "CoOp" / COOP_CFG
+    make_run(str(cfg / "seed1"), 80.0)
+    run = cfg / "seed2"
+    write(str(run / "log.txt"), eval_log(79.4))
+    write(str(run / "log.txt-2025-02-01-08-00-00"), eval_log() + "Traceback ...\n")
+    assert rr.read_accuracy(str(run)) is None
+    assert rr.collect(str(cfg)) == {1: 80.0}
+    assert f"ignored: {run} (no done.json: not finished" in capsys.readouterr().err
+
+
+def test_finished_run_reads_its_newest_log_only(tmp_path):
+    # the newest log is the attempt that wrote done.json; an older log's accuracy is another evaluation's
     run = str(tmp_path)
     write(os.path.join(run, "log.txt"), train_log(79.4, vals=(50.0,)))
-    write(os.path.join(run, "log.txt-2025-02-01-08-00-00"), train_log(None) + "Traceback ...\n")
-    assert ptr.read_accuracy(run) == pytest.approx(79.4)
+    write(os.path.join(run, "log.txt-2025-02-01-08-00-00"), train_log(None))
+    done(run, 81.25)
+    assert rr.read_accuracy(run) == pytest.approx(81.25)
 
 
 def test_done_json_fallback_and_no_result(tmp_path):
     a = tmp_path / "a"
     write(str(a / "log.txt"), train_log(None))  # log without any result
     done(str(a), 66.25)
-    assert ptr.read_accuracy(str(a)) == pytest.approx(66.25)
+    assert rr.read_accuracy(str(a)) == pytest.approx(66.25)
 
     b = tmp_path / "b"
     done(str(b), None)  # finished without an evaluation
-    assert ptr.read_accuracy(str(b)) is None
+    assert rr.read_accuracy(str(b)) is None
 
     c = tmp_path / "c"
     write(str(c / "done.json"), "{not json")
-    assert ptr.read_accuracy(str(c)) is None
+    assert rr.read_accuracy(str(c)) is None
 
     (tmp_path / "d").mkdir()
-    assert ptr.read_accuracy(str(tmp_path / "d")) is None
-    assert ptr.read_accuracy(str(tmp_path / "does_not_exist")) is None
+    assert rr.read_accuracy(str(tmp_path / "d")) is None
+    assert rr.read_accuracy(str(tmp_path / "does_not_exist")) is None
+
+
+def test_backup_folder_is_not_a_seed(tmp_path, capsys):
+    cfg = tmp_path / "DPC_CoOp" / DPC_CFG
+    make_run(str(cfg / "seed1"), 85.0)
+    make_run(str(cfg / "seed2"), 85.0)
+    make_run(str(cfg / "seed1_old"), 10.0)  # a backup copy of a finished run
+    (cfg / "notes").mkdir()
+    assert rr.collect(str(cfg)) == {1: 85.0, 2: 85.0}
+    assert rr.collect(str(cfg)) == {1: 85.0, 2: 85.0}
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"ignored: {cfg / 'notes'} (not a seed<N> folder)",
+                   f"ignored: {cfg / 'seed1_old'} (not a seed<N> folder)"]  # each once
+    res = run_cli(str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "| 2 " in res.stdout and "85.00 ± 0.00" in res.stdout and "seed1_old" in res.stderr
+
+
+def test_duplicate_seed_is_an_error(tmp_path):
+    cfg = tmp_path / "CoOp" / COOP_CFG
+    make_run(str(cfg / "seed1"), 80.0)
+    make_run(str(cfg / "seed01"), 70.0)
+    make_run(str(cfg / "seed2"), 82.0)
+    with pytest.raises(rr.DuplicateSeedError, match="seed01 and seed1 are both seed 1"):
+        rr.collect(str(cfg))
+    res = run_cli(str(cfg))
+    assert res.returncode == 2 and res.stdout == ""
+    assert len(res.stderr.splitlines()) == 1 and "seed01 and seed1 are both seed 1" in res.stderr
 
 
 # ----------------------------------------------------------------------------
@@ -186,11 +233,11 @@ def test_collect_seeds_and_missing(tmp_path):
     make_run(str(cfg / "seed2"), 81.5)
     make_run(str(cfg / "seed10"), 83.0)
     (cfg / "seed3").mkdir()  # started, never produced anything
-    assert ptr.collect(str(cfg)) == {1: 80.0, 2: 81.5, 10: 83.0}
-    assert ptr.collect(str(cfg), include_missing=True) == {1: 80.0, 2: 81.5, 3: None, 10: 83.0}
-    assert list(ptr.collect(str(cfg), include_missing=True)) == [1, 2, 3, 10]  # numeric order
+    assert rr.collect(str(cfg)) == {1: 80.0, 2: 81.5, 10: 83.0}
+    assert rr.collect(str(cfg), include_missing=True) == {1: 80.0, 2: 81.5, 3: None, 10: 83.0}
+    assert list(rr.collect(str(cfg), include_missing=True)) == [1, 2, 3, 10]  # numeric order
     # a run dir itself
-    assert ptr.collect(str(cfg / "seed2")) == {2: 81.5}
+    assert rr.collect(str(cfg / "seed2")) == {2: 81.5}
 
 
 def test_summarize_population_std():
@@ -230,12 +277,12 @@ def test_scan_pairs_and_sorts(b2n_root, tmp_path):
     # extra trainers to check the order: CoOp, DPC_CoOp, MaPLe, DPC_MaPLe
     make_run(os.path.join(b2n_root, "train_base", "dtd", "shots_16", "DPC_MaPLe", "c", "seed1"), 1.0)
     make_run(os.path.join(b2n_root, "train_base", "dtd", "shots_16", "MaPLe", "c", "seed1"), 1.0)
-    keys = list(ptr.scan_base2new(b2n_root, datasets=["dtd"]))
+    keys = list(rr.scan_base2new(b2n_root, datasets=["dtd"]))
     assert [k.trainer for k in keys] == ["CoOp", "DPC_CoOp", "MaPLe", "DPC_MaPLe"]
-    pair = ptr.scan_base2new(b2n_root, datasets=["dtd"])[keys[0]]
+    pair = rr.scan_base2new(b2n_root, datasets=["dtd"])[keys[0]]
     assert pair["base"].endswith(os.path.join("train_base", "dtd", "shots_16", "CoOp", COOP_CFG))
     assert pair["new"].endswith(os.path.join("test_new", "dtd", "shots_16", "CoOp", COOP_CFG))
-    assert ptr.scan_base2new(b2n_root, shots=4) == {}
+    assert rr.scan_base2new(b2n_root, shots=4) == {}
 
 
 def test_base2new_rows_values(b2n_root):

@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("dassl")
 
 from tests.conftest import ROOT  # noqa: E402
-from tools.parse_test_res import log_files, read_accuracy  # noqa: E402
+from tools.run_results import log_files, read_accuracy  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 

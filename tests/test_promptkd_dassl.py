@@ -15,7 +15,7 @@ pytest.importorskip("dassl")
 
 from tests._backbone_e2e import build_trainer  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
-from tools.parse_test_res import read_accuracy  # noqa: E402
+from tools.run_results import read_accuracy  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.dpc import decoupling  # noqa: E402

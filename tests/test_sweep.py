@@ -11,8 +11,8 @@ from collections import defaultdict
 
 import pytest
 
-from tools.sweep import (Job, LocalLauncher, SubmititLauncher, add_launcher_args, launcher_from_args,
-                         merge_duplicates, run_jobs)
+from tools.sweep import Job, LocalLauncher, SubmititLauncher, merge_duplicates, run_jobs
+from tools.sweep_args import add_launcher_args, launcher_from_args, log_dir_from_args
 
 RECORDER = """
 import os, sys, time
@@ -283,3 +283,47 @@ def test_a_running_jobs_progress_is_read_from_its_log(tmp_path):
     other.write_text("\r  epoch curve 3/42 (base, epoch 2), ETA   40s\r  epoch curve 4/42 (base, epoch 3), ETA   38s")
     assert job_progress(str(other)) == "epoch curve 4/42 (base, epoch 3), ETA 38s"
     assert job_progress(str(tmp_path / "absent.log")) == "" and job_progress(None) == ""
+
+
+def test_sweeps_started_in_the_same_second_get_their_own_log_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda fmt, *when: "20250301-120000")  # both start in one second
+    parser = argparse.ArgumentParser()
+    add_launcher_args(parser)
+    args = parser.parse_args([])
+    first, second = log_dir_from_args(args, "table1", tmp_path), log_dir_from_args(args, "table1", tmp_path)
+    assert (first.name, second.name) == ("table1-20250301-120000", "table1-20250301-120000-2")
+    assert first.is_dir() and second.is_dir()
+    assert log_dir_from_args(parser.parse_args(["--log-dir", str(first)]), "table1", tmp_path) == first  # as given
+
+
+def test_a_log_folder_belongs_to_one_sweep_at_a_time(tmp_path):
+    import threading
+
+    from tools.sweep import LogDirInUseError
+
+    record, logs = tmp_path / "record.txt", tmp_path / "logs"
+    first = threading.Thread(target=run_jobs, args=([recorder_job(record, "job", seconds=2.0)], LocalLauncher(), logs),
+                             kwargs={"stream": io.StringIO()})
+    first.start()
+    wait_for_file(record)  # the first sweep's job is running
+    with pytest.raises(LogDirInUseError, match=f"{logs} holds the logs of a running sweep \\(process {os.getpid()} "):
+        run_jobs([recorder_job(record, "job", seconds=0.1), recorder_job(record, "other")], LocalLauncher(workers=2),
+                 logs, stream=io.StringIO())
+    first.join()
+    assert sorted(read_records(record)) == ["job"]  # the second sweep started nothing
+    assert [job["name"] for job in json.loads((logs / "sweep.json").read_text())["jobs"]] == ["job"]
+    assert (logs / "job.log").read_text().count("stdout of job") == 1
+
+
+def test_a_job_log_is_written_by_its_job_alone(tmp_path):
+    # a job of an earlier sweep that was killed (jobs run in their own sessions) still writes to its log
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with open(logs / "job.log", "a") as leftover:
+        leftover.write("line of the earlier job\n")
+        leftover.flush()
+        report = run_jobs([recorder_job(tmp_path / "record.txt", "job")], LocalLauncher(), logs, stream=io.StringIO())
+        leftover.write("another line of the earlier job\n")
+    assert report.ok
+    text = (logs / "job.log").read_text()
+    assert text.startswith("$ ") and "stdout of job" in text and "earlier job" not in text

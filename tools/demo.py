@@ -24,8 +24,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from tools.epoch_curve import epoch_curve  # noqa: E402
-from tools.parse_test_res import base_new, collect, harmonic_mean  # noqa: E402
+from tools.parse_test_res import base_new, harmonic_mean  # noqa: E402
 from tools.pretrain_clip import ensure_pretrained, report_path  # noqa: E402
+from tools.run_results import collect  # noqa: E402
 from tools.sweep import Job, LocalLauncher, run_jobs  # noqa: E402
 from tools.toyworld.dataset import write_toyworld  # noqa: E402
 from tools.toyworld.options import toyworld_options  # noqa: E402

@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.paper_tables import CROSS_DATASET_TARGETS, CROSS_DOMAIN_TARGETS, PAPER_DATASETS  # noqa: E402
-from tools.sweep import Job, add_launcher_args, launcher_from_args, merge_duplicates, run_jobs  # noqa: E402
+from tools.paper_facts import CROSS_DATASET_TARGETS, CROSS_DOMAIN_TARGETS, PAPER_DATASETS  # noqa: E402
+from tools.sweep import Job, merge_duplicates, run_jobs  # noqa: E402
+from tools.sweep_args import add_launcher_args, launcher_from_args, log_dir_from_args  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = PAPER_DATASETS  # the paper's 11, in its order
@@ -235,8 +235,7 @@ def main(argv=None) -> int:
         if os.environ.get(name):
             os.environ[name] = os.path.abspath(os.environ[name])
     output = os.environ.get("OUTPUT_ROOT") or os.path.join(REPO, "output")
-    log_dir = args.log_dir or os.path.join(output, "sweeps", f"{'-'.join(args.tables)}-{time.strftime('%Y%m%d-%H%M%S')}")
-    report = run_jobs(jobs, launcher, log_dir)
+    report = run_jobs(jobs, launcher, log_dir_from_args(args, "-".join(args.tables), os.path.join(output, "sweeps")))
     if not args.no_tables:
         from tools import paper_tables
         paper_tables.main([output, "--tables", *args.tables, "--shots", os.environ.get("SHOTS", "16"),
@@ -245,4 +244,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from trainers.console import exit_on_user_error, verbose_requested
+
+    sys.exit(exit_on_user_error(main, None, verbose_requested()))

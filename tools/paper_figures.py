@@ -1,5 +1,5 @@
-"""The figures of tools/paper_tables.py (matplotlib, Agg): Fig. 6, base/new/H bars per dataset, Table 2, Table 5
-and few-shot curves, drawn from the tables' records."""
+"""The figures of the paper tables (matplotlib, Agg): Fig. 6, base/new/H bars per dataset, Table 2, Table 5
+and few-shot curves, drawn from the records of tools/paper_rows.py."""
 
 import math
 import os
@@ -8,9 +8,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from tools.parse_test_res import DPC_PREFIX, backbone_of
-from tools.paper_tables import (AVERAGE, DEFAULT_WB, DEFAULT_WN, TARGET_GROUPS, coverage_tag, dataset_name,
-                                index_records, ordered_rows, ours, present_datasets, trainer_order)
+from tools.paper_facts import AVERAGE, DEFAULT_WB, DEFAULT_WN, TARGET_GROUPS, dataset_name, trainer_order
+from tools.paper_render import coverage_tag, index_records, ordered_rows, ours, present_datasets
+from tools.run_results import DPC_PREFIX, backbone_of
 
 BACKBONE_COLOR, DPC_COLOR = "#9ecae1", "#08519c"
 

@@ -13,14 +13,16 @@ Three ways to call it:
     # DPC_X right after X, DPC - X difference rows and per-trainer averages
     python tools/parse_test_res.py --base2new output/base2new [--dataset eurosat dtd] [--shots 16]
 
-A run's accuracy is the last "* accuracy: xx.x%" line of its newest Dassl log
-(log.txt-<timestamp> files are newer than log.txt) that has one; done.json's
-"accuracy" is the fallback. Mean +- std over seeds uses numpy's population std
+Only finished runs (with done.json) in seed<N>/ folders count; the other folders are listed on
+stderr as ignored, with why, and two folders of one seed (seed1, seed01) are an error (exit status 2).
+A run's accuracy is the last "* accuracy: xx.x%" line of its newest Dassl log, else done.json's
+"accuracy" (tools/run_results.py). Mean +- std over seeds uses numpy's population std
 (ddof=0), as upstream CoOp does. H = 2*b*n / (b + n) of the mean base and mean
 new accuracies; its std is over the per-seed H values.
 
-Importable API: read_accuracy, collect, summarize, harmonic_mean, base_new,
-scan_base2new, base2new_rows, render.
+Reading runs is tools/run_results.py's job (read_accuracy, collect, scan_base2new, ...).
+
+Importable API: summarize, harmonic_mean, base_new, base2new_rows, render.
 """
 
 import argparse
@@ -28,7 +30,6 @@ import csv
 import io
 import json
 import os
-import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,134 +38,13 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 import numpy as np
 from tabulate import tabulate
 
+if __package__ in (None, ""):  # run as a script: make the `tools` package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.run_results import (  # noqa: E402
+    DPC_PREFIX, Seed, backbone_of, backbone_sort_key, collect, find_result_dirs, is_base2new_root, scan_base2new)
+
 FORMATS = ("github", "grid", "plain", "csv", "json")
-DPC_PREFIX = "DPC_"
-
-# Dassl's evaluator prints "* accuracy: 81.2%"
-ACC_RE = re.compile(r"^\s*\*\s*accuracy:\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*%")
-# Dassl's setup_logger never overwrites: later logs are log.txt-YYYY-MM-DD-HH-MM-SS
-LOG_RE = re.compile(r"^log\.txt(-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})?$")
-SEED_RE = re.compile(r"^seed(\d+)$")
-SHOTS_RE = re.compile(r"^shots_(\d+)$")
-
-Seed = Union[int, str]
-
-
-# ----------------------------------------------------------------------------
-# Reading one run
-# ----------------------------------------------------------------------------
-
-def log_files(run_dir: str) -> List[str]:
-    """Dassl log files of a run dir, oldest first (log.txt, then by timestamp suffix)."""
-    try:
-        names = [n for n in os.listdir(run_dir) if LOG_RE.match(n)]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    # "log.txt" sorts before "log.txt-2024-..." and the suffixes sort chronologically
-    return [os.path.join(run_dir, n) for n in sorted(names)]
-
-
-def parse_log(path: str) -> Optional[float]:
-    """Last "* accuracy: x%" value in one log file, or None if it has none."""
-    last = None
-    try:
-        with open(path, "r", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                m = ACC_RE.match(line)
-                if m:
-                    last = float(m.group(1))
-    except OSError:
-        return None
-    return last
-
-
-def read_done(run_dir: str) -> Optional[float]:
-    """Accuracy recorded in done.json, or None (missing file, bad JSON, null accuracy)."""
-    try:
-        with open(os.path.join(run_dir, "done.json"), "r", encoding="utf-8") as f:
-            acc = json.load(f).get("accuracy")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return float(acc) if isinstance(acc, (int, float)) and not isinstance(acc, bool) else None
-
-
-def read_accuracy(run_dir: str) -> Optional[float]:
-    """Test accuracy (%) of one run dir, or None when it has no result.
-
-    The last accuracy line of the newest log file that has one wins; done.json
-    is only used when no log has an accuracy line.
-    """
-    for path in reversed(log_files(run_dir)):
-        acc = parse_log(path)
-        if acc is not None:
-            return acc
-    return read_done(run_dir)
-
-
-def is_run_dir(path: str) -> bool:
-    """True if `path` holds a Dassl log or a done.json."""
-    return bool(log_files(path)) or os.path.isfile(os.path.join(path, "done.json"))
-
-
-def _seed_key(name: str) -> Seed:
-    m = SEED_RE.match(name)
-    return int(m.group(1)) if m else name
-
-
-def _sort_key(seed: Seed) -> Tuple[int, Union[int, str]]:
-    return (0, seed) if isinstance(seed, int) else (1, str(seed))
-
-
-def seed_dirs(path: str) -> Dict[Seed, str]:
-    """Run dirs under `path`: its seed*/ children, else `path` itself."""
-    try:
-        children = [n for n in os.listdir(path)
-                    if n.startswith("seed") and os.path.isdir(os.path.join(path, n))]
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    if children:
-        found = {_seed_key(n): os.path.join(path, n) for n in children}
-    else:
-        found = {_seed_key(os.path.basename(os.path.normpath(path))): path}
-    return dict(sorted(found.items(), key=lambda kv: _sort_key(kv[0])))
-
-
-def collect(path: str, include_missing: bool = False) -> Dict[Seed, Optional[float]]:
-    """Accuracy per seed under `path` (a run dir or a dir of seed*/ run dirs).
-
-    Keys are seed numbers (int) for "seed<N>" dirs, else the dir name. Seeds
-    without a result are left out unless `include_missing` (then value None).
-    """
-    out = {}
-    for seed, run in seed_dirs(path).items():
-        acc = read_accuracy(run)
-        if acc is not None or include_missing:
-            out[seed] = acc
-    return out
-
-
-def find_result_dirs(path: str) -> List[str]:
-    """Dirs at or below `path` that are run dirs or hold seed*/ run dirs.
-
-    `path` itself is returned when it is one; otherwise the tree is walked
-    (not descending into seed dirs) so that e.g. a dataset dir expands into
-    one entry per trainer/cfg.
-    """
-    def has_seeds(p):
-        try:
-            return any(n.startswith("seed") and os.path.isdir(os.path.join(p, n)) for n in os.listdir(p))
-        except OSError:
-            return False
-
-    if has_seeds(path) or is_run_dir(path):
-        return [path]
-    found = []
-    for cur, dirs, _ in os.walk(path):
-        dirs.sort()
-        if cur != path and (has_seeds(cur) or is_run_dir(cur)):
-            found.append(cur)
-            dirs[:] = []  # its seed dirs belong to it
-    return found
 
 
 # ----------------------------------------------------------------------------
@@ -222,66 +102,6 @@ def base_new(base: Dict[Seed, Optional[float]], new: Dict[Seed, Optional[float]]
 # ----------------------------------------------------------------------------
 # Base-to-new table
 # ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Key:
-    dataset: str
-    shots: int
-    trainer: str
-    cfg: str
-
-
-def backbone_of(trainer: str) -> str:
-    """"DPC_CoOp" -> "CoOp"; other names unchanged."""
-    return trainer[len(DPC_PREFIX):] if trainer.startswith(DPC_PREFIX) else trainer
-
-
-def _trainer_order(trainer: str) -> Tuple[str, int]:
-    # backbone name first, then X before DPC_X
-    return (backbone_of(trainer).lower(), int(trainer.startswith(DPC_PREFIX)))
-
-
-def _subdirs(path: str) -> List[str]:
-    try:
-        return sorted(n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n)))
-    except OSError:
-        return []
-
-
-def _scan_side(top: str, datasets, shots) -> Dict[Key, str]:
-    """<top>/<dataset>/shots_<N>/<trainer>/<cfg> dirs, filtered by dataset and shots."""
-    out = {}
-    for ds in _subdirs(top):
-        if datasets and ds not in datasets:
-            continue
-        for sd in _subdirs(os.path.join(top, ds)):
-            m = SHOTS_RE.match(sd)
-            if not m or (shots is not None and int(m.group(1)) != shots):
-                continue
-            for tr in _subdirs(os.path.join(top, ds, sd)):
-                for cfg in _subdirs(os.path.join(top, ds, sd, tr)):
-                    out[Key(ds, int(m.group(1)), tr, cfg)] = os.path.join(top, ds, sd, tr, cfg)
-    return out
-
-
-def is_base2new_root(path: str) -> bool:
-    """True if `path` has a train_base/ or test_new/ subdir."""
-    return any(os.path.isdir(os.path.join(path, d)) for d in ("train_base", "test_new"))
-
-
-def scan_base2new(root: str, datasets: Optional[Iterable[str]] = None,
-                  shots: Optional[int] = None) -> Dict[Key, Dict[str, Optional[str]]]:
-    """Pair ROOT/train_base/... and ROOT/test_new/... cfg dirs by (dataset, shots, trainer, cfg).
-
-    Returns {Key: {"base": dir or None, "new": dir or None}}, sorted by dataset,
-    shots, backbone (DPC_X right after X), cfg.
-    """
-    datasets = set(datasets) if datasets else None
-    base = _scan_side(os.path.join(root, "train_base"), datasets, shots)
-    new = _scan_side(os.path.join(root, "test_new"), datasets, shots)
-    keys = sorted(set(base) | set(new),
-                  key=lambda k: (k.dataset, k.shots, _trainer_order(k.trainer), k.cfg))
-    return {k: {"base": base.get(k), "new": new.get(k)} for k in keys}
 
 
 def _row(kind, dataset, shots, trainer, cfg, base, new, h, seeds=None, datasets=None):
@@ -359,7 +179,7 @@ def base2new_rows(root: str, datasets: Optional[Iterable[str]] = None,
         for r in rows:
             groups[(r["shots"], r["trainer"], r["cfg"])].append(r)
         avgs = []
-        for (sh, tr, cfg) in sorted(groups, key=lambda g: (g[0], _trainer_order(g[1]), g[2])):
+        for (sh, tr, cfg) in sorted(groups, key=lambda g: (g[0], backbone_sort_key(g[1]), g[2])):
             grp = groups[(sh, tr, cfg)]
             b, n, h = _average(grp)
             row = _row("average", "average", sh, tr, cfg, b, n, h, datasets=len(grp))
@@ -428,11 +248,9 @@ def table_dirs(dirs: List[str], fmt: str, dec: int) -> Tuple[str, int]:
     """Table for positional DIRs; returns (text, number of rows with results)."""
     recs = []
     for d in dirs:
-        accs = collect(d, include_missing=True)
+        accs = collect(d, include_missing=True)  # says on stderr why a seed has no result
         s = summarize(accs)
         missing = [k for k, v in accs.items() if v is None]
-        for k in missing:
-            print(f"note: no result in {seed_dirs(d)[k]}", file=sys.stderr)
         recs.append({"directory": d, "n": s.n, "mean": s.mean, "std": s.std,
                      "values": accs, "missing": missing, "summary": s})
     found = sum(r["n"] > 0 for r in recs)
@@ -505,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="parse_test_res.py",
         description="Tabulate test accuracies (mean +- population std over seeds) of train.py runs.\n"
-                    "A run's accuracy is the last '* accuracy:' line of its newest Dassl log\n"
-                    "(log.txt, log.txt-<timestamp>) that has one, else done.json's accuracy.",
+                    "Only finished runs (done.json) in seed<N>/ folders count; other folders are listed\n"
+                    "on stderr as ignored. A run's accuracy is the last '* accuracy:' line of its newest\n"
+                    "Dassl log (log.txt, log.txt-<timestamp>), else done.json's accuracy.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  %(prog)s output/base2new/train_base/eurosat/shots_16/CoOp/vit_b16_ep50\n"
@@ -514,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                "           --new  output/base2new/test_new/eurosat/shots_16/CoOp/vit_b16_ep50\n"
                "  %(prog)s --base2new output/base2new --dataset eurosat dtd --shots 16 --format csv\n"
                "\nseeds column of --base2new: 'B/N' when base and new seed counts differ.\n"
-               "exit status: 0 ok, 1 nothing matched / no results, 2 usage error.")
+               "exit status: 0 ok, 1 nothing matched / no results, 2 usage error or a seed in two folders.")
     p.add_argument("dirs", nargs="*", metavar="DIR",
                    help="run dir, or dir whose seed*/ children are run dirs; one row each. A dir that is "
                         "neither is searched below for such dirs; a base2new root (with train_base/ or "
@@ -586,4 +405,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from trainers.console import exit_on_user_error, verbose_requested
+
+    sys.exit(exit_on_user_error(main, None, verbose_requested()))

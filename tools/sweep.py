@@ -21,20 +21,24 @@ Launchers:
 
 Logs: <log_dir>/<name with / -> __>.log per local job (submitit jobs: submitit's
 <job id>_0_log.out in <log_dir>/submitit), and <log_dir>/sweep.json rewritten
-after every event.
+after every event. A log folder belongs to one running sweep at a time (tools/sweep_args.py's
+log_dir_from_args makes a new one per sweep), and a job log is a new file each time its job starts.
+The command-line flags that choose a launcher are in tools/sweep_args.py.
 """
 
-import argparse
+import fcntl
+import graphlib
 import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -44,6 +48,7 @@ from tabulate import tabulate
 if __package__ in (None, ""):  # run as a script: make the repository's packages importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trainers.dpc.errors import UserError  # noqa: E402
 from trainers.dpc.files import atomic_write_text  # noqa: E402  (torch-free)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,35 +140,23 @@ def _resolve_deps(name: str, declared: List[Tuple[str, str]], alias: Dict[str, s
 
 
 def _check_acyclic(jobs: Sequence[Job]) -> None:
-    """Depth-first search; raises ValueError naming the jobs of the first cycle found."""
-    deps_of = {job.name: job.deps for job in jobs}
-    finished: set = set()
-    for root in deps_of:
-        path: List[str] = []  # the current chain of dependencies
-        stack = [(root, iter(deps_of[root]))]
-        path.append(root)
-        while stack:
-            name, remaining = stack[-1]
-            dep = next(remaining, None)
-            if dep is None:
-                finished.add(name)
-                stack.pop()
-                path.pop()
-            elif dep in path:
-                cycle = path[path.index(dep):] + [dep]
-                raise ValueError("dependency cycle: " + " -> ".join(cycle))
-            elif dep not in finished:
-                stack.append((dep, iter(deps_of[dep])))
-                path.append(dep)
+    """Raises ValueError naming the jobs of a cycle (a -> b: a depends on b), if there is one."""
+    try:
+        graphlib.TopologicalSorter({job.name: job.deps for job in jobs}).prepare()
+    except graphlib.CycleError as error:  # its cycle runs from a dependency to its dependent
+        raise ValueError("dependency cycle: " + " -> ".join(reversed(error.args[1]))) from None
+
+
+def new_log(path: Path):
+    """A new, empty file at `path`, open for writing by one job alone: a file already there (an earlier sweep's;
+    its job may still write to it) is unlinked first, never truncated, so the two writers never mix."""
+    path.unlink(missing_ok=True)
+    return open(path, "x")
 
 
 def job_environment(job: Job, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """os.environ + job.env + WAIT_FOR_LOCK_ENV + launcher extras (e.g. CUDA_VISIBLE_DEVICES)."""
-    env = dict(os.environ)
-    env.update(job.env)
-    env.update(WAIT_FOR_LOCK_ENV)
-    env.update(extra or {})
-    return env
+    return {**os.environ, **dict(job.env), **WAIT_FOR_LOCK_ENV, **(extra or {})}
 
 
 def _assignments(variables: Mapping[str, str]) -> List[str]:
@@ -197,7 +190,7 @@ class _LocalRun:
         self.log_path = log_path
         self.process: Optional[subprocess.Popen] = None
         self.start_error = ""
-        with open(log_path, "w") as log:
+        with new_log(log_path) as log:
             log.write("$ " + shlex.join(_assignments({**dict(job.env), **extra_env}) + list(job.argv)) + "\n")
             log.flush()
             try:
@@ -235,10 +228,8 @@ class _LocalRun:
 
     def _signal_group(self, signum: int) -> None:
         if self.alive:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signum)  # start_new_session: group id == pid
-            except ProcessLookupError:
-                pass
 
 
 class LocalLauncher:
@@ -320,7 +311,7 @@ class _SubmititRun:
         # job.exception() runs the function; job.result() would open pdb on a failure.
         error = self.job.exception()
         command = self.job.submission().function.command
-        with open(self.debug_log, "w") as log:
+        with new_log(self.debug_log) as log:
             log.write("$ " + shlex.join(command) + "\n")
             if error is None:
                 log.write(self.job.submission().result() + "\n")
@@ -491,26 +482,29 @@ class SweepReport:
         return f"Sweep: {verdict} (logs in {self.log_dir})\n{table}"
 
 
+def _tail(path: Optional[str], size: int) -> Optional[str]:
+    """The last `size` bytes of a text file, None when there is none."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
 def tail_lines(path: Optional[str], count: int) -> List[str]:
     """The last count lines of a text file (reads only its end)."""
-    if not path or not os.path.exists(path):
-        return ["(no log file)"]
-    with open(path, "rb") as log:
-        log.seek(max(0, os.path.getsize(path) - 64 * 1024))
-        text = log.read().decode("utf-8", errors="replace")
-    return text.rstrip("\n").splitlines()[-count:]
+    text = _tail(path, 64 * 1024)
+    return ["(no log file)"] if text is None else text.rstrip("\n").splitlines()[-count:]
 
 
 def job_progress(log_path: Optional[str]) -> str:
     """Where a running job is, from its log: the last train.py stage and bar ('DPC_CoOp base train 42%, ETA 00:40'),
     else the last progress line with an ETA that the job printed (e.g. tools/epoch_curve.py's)."""
-    if not log_path:
-        return ""
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(max(0, os.path.getsize(log_path) - 16384))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
+    tail = _tail(log_path, 16384)
+    if tail is None:
         return ""
     stages, bars = list(STAGE_LINE.finditer(tail)), list(BAR_STATE.finditer(tail))
     stage = f"{stages[-1].group(2)} {stages[-1].group(3)}" if stages else ""
@@ -544,10 +538,6 @@ def format_eta(seconds: Optional[float]) -> str:
     return "~" + format_duration(seconds)
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    atomic_write_text(str(path), json.dumps(data, indent=1))
-
-
 # ----------------------------------------------------------------------------- the sweep
 
 
@@ -559,9 +549,31 @@ def run_jobs(jobs: Iterable[Job], launcher, log_dir: Union[str, Path], stream=sy
     _check_log_names(jobs)
     log_dir = Path(log_dir).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
-    launcher.prepare(log_dir)
-    with _signals_as_keyboard_interrupt():
-        return _Sweep(jobs, launcher, log_dir, stream).run()
+    with _own_log_dir(log_dir):
+        launcher.prepare(log_dir)
+        with _signals_as_keyboard_interrupt():
+            return _Sweep(jobs, launcher, log_dir, stream).run()
+
+
+class LogDirInUseError(UserError, RuntimeError):
+    """Another running sweep writes its job logs and sweep.json into this folder."""
+
+
+@contextmanager
+def _own_log_dir(log_dir: Path):
+    """Holds log_dir for this sweep (an flock on <log_dir>/.sweep.lock, released by the kernel however the sweep
+    ends); a second sweep into it fails at once, naming the first."""
+    with open(log_dir / ".sweep.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise LogDirInUseError(f"{log_dir} holds the logs of a running sweep ({lock.read().strip()}); give "
+                                   "this sweep another --log-dir, or wait for that one to end") from None
+        lock.truncate(0)
+        lock.write(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.flush()
+        yield
 
 
 @contextmanager
@@ -731,115 +743,9 @@ class _Sweep:
 
     def _write_json(self) -> None:
         statuses = [r.status for r in self.results.values()]
-        write_json_atomically(self.log_dir / "sweep.json", {
+        atomic_write_text(str(self.log_dir / "sweep.json"), json.dumps({
             "launcher": self.launcher.describe(),
             "elapsed_seconds": round(self._elapsed(), 3),
             "counts": {status: statuses.count(status) for status in sorted(set(statuses))},
             "jobs": [r.to_json() for r in self.results.values()],
-        })
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def parse_gpu_list(text: str) -> List[int]:
-    """"0,1,3" -> [0, 1, 3]; argparse turns the ValueError into "argument --gpus: ..."."""
-    items = [item.strip() for item in text.split(",")]
-    if not all(item.isdigit() for item in items):
-        raise argparse.ArgumentTypeError(f"expected GPU ids like 0,1 (non-negative integers), got {text!r}")
-    gpus = [int(item) for item in items]
-    if len(set(gpus)) != len(gpus):
-        raise argparse.ArgumentTypeError(f"GPU id listed twice in {text!r} (use --per-gpu for several jobs per GPU)")
-    return gpus
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-# flag -> (attribute of args, SubmititLauncher parameter)
-CLUSTER_FLAGS = {
-    "--partition": ("partition", "partition"),
-    "--gpus-per-job": ("gpus_per_job", "gpus_per_node"),
-    "--cpus-per-job": ("cpus_per_job", "cpus_per_task"),
-    "--mem-gb": ("mem_gb", "mem_gb"),
-    "--time-min": ("time_min", "timeout_min"),
-    "--account": ("account", "account"),
-    "--qos": ("qos", "qos"),
-    "--max-parallel": ("max_parallel", "max_parallel"),
-}
-LOCAL_FLAGS = {"--workers": "workers", "--gpus": "gpus", "--per-gpu": "per_gpu"}
-
-
-def add_launcher_args(parser: argparse.ArgumentParser, default_log_dir: Optional[str] = None) -> None:
-    """Adds the flags that choose where jobs run (read them back with launcher_from_args)."""
-    group = parser.add_argument_group(
-        "launcher", "where the jobs run: local CPU workers (default: 1), local GPUs, or submitit (Slurm)")
-    group.add_argument("--workers", type=_positive_int, metavar="N", help="local jobs at once (CPU)")
-    group.add_argument("--gpus", type=parse_gpu_list, metavar="0,1",
-                       help="local GPU ids; each job sees one of them as CUDA_VISIBLE_DEVICES")
-    group.add_argument("--per-gpu", type=_positive_int, metavar="K", help="jobs at once per GPU (default 1)")
-    cluster = group.add_mutually_exclusive_group()
-    cluster.add_argument("--slurm", dest="cluster", action="store_const", const="slurm",
-                         help="submit every job to Slurm through submitit (= --cluster slurm)")
-    cluster.add_argument("--cluster", choices=CLUSTERS,
-                         help="submitit executor: slurm, local (subprocesses) or debug (in this process)")
-    group.add_argument("--partition", help="Slurm partition")
-    group.add_argument("--gpus-per-job", type=_non_negative_int, metavar="N", help="GPUs per submitit job")
-    group.add_argument("--cpus-per-job", type=_positive_int, metavar="N", help="CPUs per submitit job")
-    group.add_argument("--mem-gb", type=float, metavar="GB", help="memory per submitit job")
-    group.add_argument("--time-min", type=_positive_int, metavar="MIN", help="time limit per submitit job")
-    group.add_argument("--account", help="Slurm account")
-    group.add_argument("--qos", help="Slurm QOS")
-    group.add_argument("--max-parallel", type=_positive_int, metavar="N",
-                       help="submitit jobs in flight at once (default: no limit on Slurm, 1 for local)")
-    group.add_argument("--log-dir", default=default_log_dir, metavar="DIR",
-                       help="job logs and sweep.json (default: see log_dir_from_args)")
-
-
-def launcher_from_args(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None):
-    """The launcher the flags of add_launcher_args describe. Contradictory flags raise
-    ValueError, or exit through parser.error when the parser is given."""
-    try:
-        return _launcher_from_args(args)
-    except ValueError as error:
-        if parser is None:
-            raise
-        parser.error(str(error))
-
-
-def _launcher_from_args(args: argparse.Namespace):
-    local_given = [flag for flag, attribute in LOCAL_FLAGS.items() if getattr(args, attribute) is not None]
-    cluster_given = [flag for flag, (attribute, _) in CLUSTER_FLAGS.items() if getattr(args, attribute) is not None]
-    if args.cluster:
-        if local_given:
-            raise ValueError(f"{', '.join(local_given)} only apply to local runs, not with --cluster {args.cluster}")
-        params = {param: getattr(args, attribute) for attribute, param in CLUSTER_FLAGS.values()}
-        return SubmititLauncher(cluster=args.cluster, **params)
-    if cluster_given:
-        raise ValueError(f"{', '.join(cluster_given)} need --slurm or --cluster")
-    if args.gpus is not None:
-        if args.workers is not None:
-            raise ValueError("--workers and --gpus exclude each other: with --gpus there are "
-                             "len(gpus) x --per-gpu slots")
-        return LocalLauncher(gpus=args.gpus, per_gpu=args.per_gpu or 1)
-    if args.per_gpu is not None:
-        raise ValueError("--per-gpu needs --gpus")
-    return LocalLauncher(workers=args.workers)
-
-
-def log_dir_from_args(args: argparse.Namespace, sweep_name: str = "sweep") -> Path:
-    """--log-dir, else <repo>/output/sweeps/<sweep_name>-<YYYYmmdd-HHMMSS>."""
-    if args.log_dir:
-        return Path(args.log_dir)
-    return REPO / "output" / "sweeps" / f"{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        }, indent=1))
