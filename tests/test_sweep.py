@@ -32,7 +32,8 @@ sys.exit(exit_code)
 """
 
 
-def recorder_job(record_file, name, seconds=0.3, exit_code=0, deps=(), env=()):
+# 1 s: long enough for the jobs of a sweep to overlap even when Python starts slowly on a loaded machine
+def recorder_job(record_file, name, seconds=1.0, exit_code=0, deps=(), env=()):
     argv = (sys.executable, "-c", RECORDER, str(record_file), name, str(seconds), str(exit_code))
     return Job(name, argv, env=env, deps=tuple(deps))
 
