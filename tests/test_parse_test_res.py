@@ -285,6 +285,14 @@ def test_scan_pairs_and_sorts(b2n_root, tmp_path):
     assert rr.scan_base2new(b2n_root, shots=4) == {}
 
 
+def test_all_images_runs_are_found_as_zero_shots(b2n_root):
+    # SHOTS=all writes shots_all/ (DATASET.NUM_SHOTS 0)
+    for side in ("train_base", "test_new"):
+        make_run(os.path.join(b2n_root, side, "eurosat", "shots_all", "CoOp", COOP_CFG, "seed1"), 90.0)
+    pairs = rr.scan_base2new(b2n_root, datasets=["eurosat"], shots=0)
+    assert [(k.dataset, k.shots, k.trainer) for k in pairs] == [("eurosat", 0, "CoOp")]
+
+
 def test_base2new_rows_values(b2n_root):
     rows = ptr.base2new_rows(b2n_root)
     order = [(r["kind"], r["dataset"], r["trainer"]) for r in rows]

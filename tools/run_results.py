@@ -30,7 +30,7 @@ ACC_RE = re.compile(r"^\s*\*\s*accuracy:\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)
 # Dassl's setup_logger never overwrites: later logs are log.txt-YYYY-MM-DD-HH-MM-SS
 LOG_RE = re.compile(r"^log\.txt(-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})?$")
 SEED_RE = re.compile(r"^seed(\d+)$")
-SHOTS_RE = re.compile(r"^shots_(\d+)$")
+SHOTS_RE = re.compile(r"^shots_(\d+|all)$")  # shots_all: SHOTS=all, every training image (NUM_SHOTS 0)
 
 Seed = Union[int, str]
 
@@ -257,11 +257,12 @@ def scan_side(top: str, datasets, shots) -> Dict[Key, str]:
             continue
         for sd in _subdirs(os.path.join(top, ds)):
             m = SHOTS_RE.match(sd)
-            if not m or (shots is not None and int(m.group(1)) != shots):
+            count = 0 if m and m.group(1) == "all" else int(m.group(1)) if m else None
+            if count is None or (shots is not None and count != shots):
                 continue
             for tr in _subdirs(os.path.join(top, ds, sd)):
                 for cfg in _subdirs(os.path.join(top, ds, sd, tr)):
-                    out[Key(ds, int(m.group(1)), tr, cfg)] = os.path.join(top, ds, sd, tr, cfg)
+                    out[Key(ds, count, tr, cfg)] = os.path.join(top, ds, sd, tr, cfg)
     return out
 
 
