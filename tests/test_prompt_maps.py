@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from tests.conftest import ROOT
 from tools.prompt_stats import (as_rows, baselines, channel_magnitudes, compare, downsample, nearest_words,
-                                random_like)
+                                random_like, summarise)
 from trainers.dpc import decoupling
 
 
@@ -60,6 +60,7 @@ def test_channel_magnitudes_correlation_and_strongest_channels():
 def test_rows_are_tokens_and_channels_the_last_dimension():
     assert as_rows(torch.zeros(3, 4, 8)).shape == (12, 8)  # class-specific context: class x token rows
     assert as_rows(torch.zeros(8)).shape == (1, 8)
+    assert as_rows(torch.zeros(32, 16, 1, 1)).shape == (32, 16)  # a 1x1 convolution: its input channels
 
 
 def test_random_baselines_have_the_norms_they_claim_and_near_chance_statistics():
@@ -74,6 +75,12 @@ def test_random_baselines_have_the_norms_they_claim_and_near_chance_statistics()
     along, _ = base["random move"]["along_P"]  # a random direction in n dimensions: 1/n along P on average
     assert 0.3 / p.numel() < along < 3.0 / p.numel()
     assert base["random move"]["token_cos"][0] > 0.99  # a small move keeps the tokens' directions
+
+
+def test_summaries_are_mean_and_population_std_without_nans():
+    rows = [{"a": 1.0, "b": math.nan}, {"a": 3.0, "b": math.nan}]
+    summary = summarise(rows)
+    assert summary["a"] == (2.0, 1.0) and all(math.isnan(v) for v in summary["b"])
 
 
 def test_downsampling_takes_block_means():

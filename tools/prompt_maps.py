@@ -9,7 +9,8 @@ For every prompt tensor DPC gave a dual (deep prompts included):
 1. P is the frozen stage-1 prompt stored in the stage-2 checkpoint and P' the parallel prompt, mapped from the
    trained tensor by the run's own update rule (``trainers/dpc/decoupling.DualPrompt``); last epoch unless --epoch;
 2. the initial prompt is rebuilt, not stored: the stage-1 trainer is built again from its ``run_info.json`` with
-   its seed, as train.py builds it (random N(0, 0.02), or the CTX_INIT phrase's token embeddings);
+   its seed, as train.py builds it (random N(0, 0.02), or the CTX_INIT phrase's token embeddings; a tensor stage 1
+   does not build, DPC_PromptKD's copy of the teacher's text prompt, has none);
 3. Fig. 7: (a) initial, (b) P, (c) P' as token x channel heat maps, down-sampled by block means to at most 64
    channel columns and 32 token rows, each map on its own symmetric colour scale (the norms are printed under the
    maps); written to RUN_DIR/prompt_maps.png (prompt_maps-epoch<N>.png with --epoch);
@@ -39,7 +40,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from tools.prompt_stats import STATS, baselines, compare, downsample, nearest_words, summarise  # noqa: E402
+from tools.prompt_stats import STATS, as_rows, baselines, compare, downsample, nearest_words, summarise  # noqa: E402
 from trainers.dpc.checkpoint import load_checkpoint  # noqa: E402
 from trainers.dpc.decoupling import DualPrompt  # noqa: E402
 from trainers.dpc.errors import ConfigError, MissingFileError  # noqa: E402
@@ -54,7 +55,7 @@ MAX_ROWS, MAX_COLUMNS = 32, 64
 class PromptTensor:
     """One prompt tensor of a DPC run: its initial value, P, P' and their statistics."""
     name: str  # "<registered model>.<tensor>", e.g. prompt_learner.ctx
-    initial: torch.Tensor
+    initial: torch.Tensor | None  # None: not built by the stage-1 run (DPC_PromptKD's copy of the teacher's prompt)
     stage1: torch.Tensor
     parallel: torch.Tensor
     stats: Dict[str, Dict] = field(default_factory=dict)  # comparison -> statistic -> value or (mean, std)
@@ -66,6 +67,7 @@ class RunMaps:
     run_dir: str
     epoch: int | None
     meta: dict  # the checkpoint's "dpc" record
+    seed: int  # the stage-1 run's
     ctx_init: str
     tensors: List[PromptTensor]
 
@@ -107,7 +109,7 @@ def read_stage2(run_dir: str, epoch: int | None):
     for name in model_names(run_dir):
         path = checkpoint_path(run_dir, name, epoch)
         if not os.path.isfile(path):
-            raise MissingFileError(f"no checkpoint {path}: check --epoch (the run's saved epochs are in {run_dir}/{name})")
+            raise MissingFileError(f"no checkpoint {path}: check --epoch (the saved epochs are in {run_dir}/{name})")
         ckpt = load_checkpoint(path)
         if "dpc" not in ckpt:
             raise ConfigError(f"{path} is not a DPC stage-2 checkpoint (no 'dpc' record): pass the DPC_<Backbone> "
@@ -119,7 +121,8 @@ def read_stage2(run_dir: str, epoch: int | None):
 
 def initial_prompts(stage1_dir: str, wanted: Dict[str, List[str]], root: str = ""):
     """(stage-1 config, {model: {tensor: value before training}}): the stage-1 trainer built again from its
-    run_info.json and seed, as train.py built it (nothing is written in the run)."""
+    run_info.json and seed, as train.py built it (nothing is written in the run). Tensors the stage-1 model
+    does not have are left out."""
     from tools.epoch_curve import build_as_trained, run_config
 
     with tempfile.TemporaryDirectory(prefix="prompt_maps-") as scratch:
@@ -128,12 +131,8 @@ def initial_prompts(stage1_dir: str, wanted: Dict[str, List[str]], root: str = "
             trainer = build_as_trained(cfg)
     found = {}
     for model, names in wanted.items():
-        state = trainer._models[model].state_dict()
-        missing = [n for n in names if n not in state]
-        if missing:
-            raise ConfigError(f"the stage-1 run {stage1_dir} builds no {', '.join(missing)} in {model}: pass the "
-                              "stage-1 run this DPC run was trained from (--stage1)")
-        found[model] = {n: state[n].detach().float().clone() for n in names}
+        state = trainer._models[model].state_dict() if model in trainer.get_model_names() else {}
+        found[model] = {n: state[n].detach().float().clone() for n in names if n in state}
     return cfg, found
 
 
@@ -167,14 +166,19 @@ def analyse(run_dir: str, epoch: int | None = None, stage1: str = "", root: str 
     tensors = []
     for model, found in duals.items():
         for name, (p, p_dual) in found.items():
-            t = PromptTensor(f"{model}.{name}", initial[model][name], p, p_dual)
-            t.stats = {"P' (DPC)": compare(p, p_dual), "initial prompt": compare(p, t.initial),
+            start = initial[model].get(name)
+            if start is not None and start.shape != p.shape:
+                raise ConfigError(f"{stage1} builds {model}.{name} with shape {list(start.shape)}, the DPC run has "
+                                  f"{list(p.shape)}: pass the stage-1 run this DPC run was trained from (--stage1)")
+            t = PromptTensor(f"{model}.{name}", start, p, p_dual)
+            t.stats = {"P' (DPC)": compare(p, p_dual),
+                       **({"initial prompt": compare(p, start)} if start is not None else {}),
                        **baselines(p, p_dual, draws)}
             if name.rsplit(".", 1)[-1] == "ctx" and p.shape[-1] == embedding.shape[1]:  # the input text context
                 t.words = {label: nearest_words(x, embedding, tokenizer, words)
-                           for label, x in (("initial", t.initial), ("P", p), ("P'", p_dual))}
+                           for label, x in (("initial", start), ("P", p), ("P'", p_dual)) if x is not None}
             tensors.append(t)
-    return RunMaps(run_dir, saved_epoch, meta, context_init(cfg), tensors)
+    return RunMaps(run_dir, saved_epoch, meta, cfg.SEED, context_init(cfg), tensors)
 
 
 # ---------------------------------------------------------------- figure
@@ -185,25 +189,32 @@ def draw(maps: RunMaps, path: str) -> str:
     import matplotlib.pyplot as plt
 
     rows = len(maps.tensors)
+    single_model = len({t.name.split(".", 1)[0] for t in maps.tensors}) == 1  # then row labels drop its name
     fig, axes = plt.subplots(rows, 3, figsize=(12, 1.0 + 1.5 * rows), squeeze=False, layout="constrained")
-    init = f"CTX_INIT '{maps.ctx_init}'" if maps.ctx_init else "random N(0, 0.02)"
-    titles = (f"(a) initial prompt ({init})", f"(b) tuned prompt P ({maps.meta.get('backbone', 'stage 1')})",
+    init = f"; ctx '{maps.ctx_init}'" if maps.ctx_init else ""
+    titles = (f"(a) initial prompt (seed {maps.seed}{init})", f"(b) tuned prompt P ({maps.meta.get('backbone')})",
               f"(c) parallel prompt P' (DPC, epoch {maps.epoch})")
     for row, t in enumerate(maps.tensors):
         prompts = (t.initial, t.stage1, t.parallel)
-        panels = [downsample(x, MAX_ROWS, MAX_COLUMNS) for x in prompts]
+        panels = [downsample(x, MAX_ROWS, MAX_COLUMNS) if x is not None else None for x in prompts]
         for col, (ax, image, x) in enumerate(zip(axes[row], panels, prompts)):
+            if row == 0:
+                ax.set_title(titles[col], fontsize=10)
+            if x is None:
+                ax.text(0.5, 0.5, "not built by the stage-1 run", ha="center", va="center", fontsize=8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
             limit = float(image.abs().max()) or 1.0  # each map on its own symmetric scale: the pattern, not the norm
             shown = ax.imshow(image.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
                               interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             fig.colorbar(shown, ax=ax, shrink=0.9, pad=0.01)
-            if row == 0:
-                ax.set_title(titles[col], fontsize=10)
             ax.set_xlabel(f"norm {float(x.norm()):.3g}", fontsize=8)
-        tokens, channels = (t.stage1.reshape(-1, t.stage1.shape[-1]) if t.stage1.dim() > 1 else t.stage1[None]).shape
-        axes[row][0].set_ylabel(f"{t.name}\n{tokens} x {channels}\n-> {tuple(panels[0].shape)}", fontsize=8)
+        tokens, channels = as_rows(t.stage1).shape
+        name = t.name.split(".", 1)[1] if single_model else t.name
+        axes[row][0].set_ylabel(f"{name}\n{tokens} x {channels} -> {tuple(panels[1].shape)}", fontsize=8)
         dpc = t.stats["P' (DPC)"]
         axes[row][2].set_xlabel(f"norm {float(t.parallel.norm()):.3g}; vs P: channel r {dpc['channel_r']:.3f}, "
                                 f"token cos {dpc['token_cos']:.3f}", fontsize=8)
@@ -233,11 +244,13 @@ def stats_table(stats: Dict[str, Dict]) -> str:
 def report(maps: RunMaps) -> str:
     meta = maps.meta
     out = [f"{maps.run_dir}: DPC on {meta.get('backbone')}, epoch {maps.epoch}, update {meta.get('update')}, "
-           f"w_b {meta.get('w_base')}, initial prompt {'CTX_INIT ' + repr(maps.ctx_init) if maps.ctx_init else 'random'}"]
+           f"w_b {meta.get('w_base')}, text context from " + (repr(maps.ctx_init) if maps.ctx_init else "random")]
     for t in maps.tensors:
         change = float((t.parallel - t.stage1).norm() / t.stage1.norm())
+        start = (f"|P - initial| / |P| {float((t.stage1 - t.initial).norm() / t.stage1.norm()):.4g}"
+                 if t.initial is not None else "no initial value (not built by the stage-1 run)")
         out.append(f"  {t.name} {list(t.stage1.shape)}: |P| {float(t.stage1.norm()):.4g}, |P' - P| / |P| {change:.4g}, "
-                   f"|P - initial| / |P| {float((t.stage1 - t.initial).norm() / t.stage1.norm()):.4g}")
+                   + start)
         out.append(stats_table(t.stats))
         if t.words:
             out.append(f"    nearest words (token embeddings of the run's CLIP, Euclidean distance):")
@@ -264,7 +277,7 @@ def main(argv=None):
     parser.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the last saved)")
     parser.add_argument("--out", default="", help=f"PNG path (one run only; default RUN_DIR/{FIGURE}, "
                         "prompt_maps-epoch<N>.png with --epoch)")
-    parser.add_argument("--stage1", default="", help="the stage-1 run, when it moved since DPC was trained (one run only)")
+    parser.add_argument("--stage1", default="", help="the stage-1 run, when it moved since DPC was trained (one run)")
     parser.add_argument("--root", default="", help="dataset root, when it moved since the run (DATASET.ROOT)")
     parser.add_argument("--words", type=int, default=3, help="nearest words per context vector")
     parser.add_argument("--draws", type=int, default=100, help="random tensors per baseline")

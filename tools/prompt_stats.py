@@ -1,7 +1,7 @@
 """How alike two prompt tensors are channel by channel (the paper's Sec. 4.4 claim), and what words they are near.
 
 A prompt tensor is read as rows (its tokens; leading dimensions flattened, e.g. class x token for a
-class-specific context) by channels (its last dimension). ``compare(P, X)`` gives:
+class-specific context) by channels (its last dimension; ``as_rows``). ``compare(P, X)`` gives:
 
     channel_r    Pearson correlation, over channels, of the channels' magnitudes (RMS over the tokens)
     token_cos    cosine of each token's vector in P and in X: mean and minimum over tokens
@@ -25,8 +25,11 @@ STATS = ("channel_r", "token_cos", "token_cos_min", "top_shared", "along_P")
 
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as a float64 matrix of rows (tokens) by channels (its last dimension)."""
+    """``x`` as a float64 matrix of rows (tokens) by channels (its last dimension, after dropping trailing
+    dimensions of size 1: a 1x1 convolution's weight [out, in, 1, 1] has ``in`` channels)."""
     x = x.detach().to(torch.float64)
+    while x.dim() > 2 and x.shape[-1] == 1:
+        x = x.squeeze(-1)
     return x.reshape(1, -1) if x.dim() < 2 else x.reshape(-1, x.shape[-1])
 
 
@@ -74,14 +77,12 @@ def random_like(p: torch.Tensor, norm: float, generator: torch.Generator) -> tor
 
 
 def summarise(rows: Sequence[Dict[str, float]]) -> Dict[str, Tuple[float, float]]:
-    """{statistic: (mean, standard deviation)} over ``rows`` (NaNs left out; (NaN, NaN) when all are)."""
+    """{statistic: (mean, population standard deviation)} over ``rows`` (NaNs left out; (NaN, NaN) when all are),
+    the project's mean +- std over seeds (tools/parse_test_res.py)."""
     out = {}
     for key in rows[0]:
         values = torch.tensor([r[key] for r in rows if not math.isnan(r[key])], dtype=torch.float64)
-        if len(values) == 0:
-            out[key] = (math.nan, math.nan)
-        else:
-            out[key] = (float(values.mean()), float(values.std()) if len(values) > 1 else 0.0)
+        out[key] = (float(values.mean()), float(values.std(correction=0))) if len(values) else (math.nan, math.nan)
     return out
 
 
@@ -112,7 +113,8 @@ def token_text(tokenizer, index: int) -> str:
     return text if tokenizer.decoder[index].endswith("</w>") or text.startswith("<|") else text + "-"
 
 
-def nearest_words(vectors: torch.Tensor, embedding: torch.Tensor, tokenizer, k: int = 3) -> List[List[Tuple[str, float]]]:
+def nearest_words(vectors: torch.Tensor, embedding: torch.Tensor, tokenizer,
+                  k: int = 3) -> List[List[Tuple[str, float]]]:
     """For each row of ``vectors``, the ``k`` vocabulary entries whose token embeddings (``embedding``
     [vocabulary, width]) are nearest in Euclidean distance, as (text, distance)."""
     distances = torch.cdist(as_rows(vectors), embedding.detach().to(torch.float64))
