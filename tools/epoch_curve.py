@@ -45,8 +45,9 @@ def saved_epochs(run_dir: str) -> list[int]:
     return sorted(found)
 
 
-def run_config(run_dir: str, subsample: str, output_dir: str, root: str = ""):
-    """The run's config (from its run_info.json), for testing on ``subsample`` classes into ``output_dir``."""
+def run_config(run_dir: str, subsample: str | None, output_dir: str, root: str = ""):
+    """The run's config (from its run_info.json), for testing on ``subsample`` classes (None: the run's own)
+    into ``output_dir``."""
     from dassl.config import get_cfg_default
     from yacs.config import CfgNode
 
@@ -60,12 +61,23 @@ def run_config(run_dir: str, subsample: str, output_dir: str, root: str = ""):
     cfg = get_cfg_default()
     extend_cfg(cfg)
     cfg.merge_from_other_cfg(CfgNode(saved))
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample
+    if subsample is not None:
+        cfg.DATASET.SUBSAMPLE_CLASSES = subsample
     if root:
         cfg.DATASET.ROOT = root
     cfg.OUTPUT_DIR = output_dir
     cfg.freeze()
     return cfg
+
+
+def build_as_trained(cfg):
+    """The trainer train.py builds for ``cfg``, seeded as train.py seeds it: its prompts are the run's initial ones."""
+    import train
+    from dassl.utils import set_random_seed
+
+    if cfg.SEED >= 0:
+        set_random_seed(cfg.SEED)
+    return train.build(cfg)
 
 
 CACHE_BYTES = 2 << 30  # test images kept in memory between epochs (beyond: read again every epoch)
@@ -137,16 +149,11 @@ class TestSet:
 
 def split_curve(run_dir: str, subsample: str, epochs: list[int], root: str = "", progress=None) -> dict:
     """{epoch: accuracy (%)} on the ``subsample`` classes' test split; epoch 0 is the untrained trainer."""
-    import train
-    from dassl.utils import set_random_seed
-
     quiet, curve = io.StringIO(), {}
     with tempfile.TemporaryDirectory(prefix="epoch_curve-") as scratch:  # tests only: nothing is kept there
         cfg = run_config(run_dir, subsample, scratch, root)
         with contextlib.redirect_stdout(quiet):
-            if cfg.SEED >= 0:
-                set_random_seed(cfg.SEED)
-            trainer = train.build(cfg)
+            trainer = build_as_trained(cfg)
         test_set = TestSet(trainer)
         for epoch in [0] + epochs:
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):  # Dassl's test progress bar too
