@@ -101,6 +101,12 @@ default_config() {
         DPC_KgCoOp) echo configs/trainers/DPC/KgCoOp/vit_b16_ep100_batch4_ctxv1_top8.yaml ;;
         DPC_IVLP) echo "configs/trainers/DPC/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_top8.yaml" ;;
         DPC_PromptKD) echo "configs/trainers/DPC/PromptKD/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml" ;;
+        # DePT's own configs (github Koorye/DePT, ExtrasLinearProbe*); PromptSRC's: its recipe with DePT's head (docs/dept.md)
+        DePT_CoOp) echo configs/trainers/DePT/CoOp/vit_b16_ep10_bs4_lr35.yaml ;;
+        DePT_CoCoOp) echo configs/trainers/DePT/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml ;;
+        DePT_KgCoOp) echo configs/trainers/DePT/KgCoOp/vit_b16_ep10_ctxv1_bs4_lr35.yaml ;;
+        DePT_MaPLe) echo configs/trainers/DePT/MaPLe/vit_b16_c2_ep10_batch4_2ctx.yaml ;;
+        DePT_PromptSRC) echo "configs/trainers/DePT/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml" ;;
         *) die "no default config for trainer '$1'" ;;
     esac
 }
@@ -306,6 +312,33 @@ parse_dpc_args() {
     [ "$DATASET" = eurosat ] && OPTS=(DPC.TOPK 5)
     [ "$TRAINER" != PromptKD ] || OPTS+=($(promptkd_options "$DATASET"))
     OPTS+=("$@")
+}
+
+DEPT_BACKBONES="coop, cocoop, kgcoop, maple or promptsrc"
+
+# parse_dept_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (DePT_<Backbone>, from an
+# optional coop|cocoop|kgcoop|maple|promptsrc; default coop), CONFIG (DEPT_CONFIG, else DePT's) and the OPTS array
+# (the trailing yacs options) for the scripts in scripts/dept/
+parse_dept_args() {
+    local usage=$1
+    shift
+    [ "$#" -ge 2 ] || die "usage: $usage"
+    DATASET=$1 SEED=$2
+    shift 2
+    check_dataset "$DATASET"
+    check_seed "$SEED"
+    local backbone=coop
+    case "${1:-}" in
+        coop|cocoop|kgcoop|maple|promptsrc) backbone=$1; shift ;;
+        *.*|"") ;;  # yacs options follow
+        *) die "unknown DePT backbone '$1' (choose $DEPT_BACKBONES)" ;;
+    esac
+    check_opts "$@"
+    TRAINER=DePT_$(backbone_trainer "$backbone")
+    CONFIG=${DEPT_CONFIG:-$(default_config "$TRAINER")}
+    check_config "$CONFIG"
+    check_environment
+    OPTS=("$@")
 }
 
 # backbone_main train|test TRAINER SCRIPT_NAME DATASET SEED [opts...]: body of scripts/<backbone>/*.sh
