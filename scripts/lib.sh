@@ -281,25 +281,34 @@ step() {
     [[ " ${STEPS:-teacher stage1 stage2 test} " == *" $1 "* ]]
 }
 
-# parse_dpc_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (from an optional
-# coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd), STAGE1_CONFIG, DPC_CONFIG and the OPTS array (the trailing yacs
-# options) for the scripts in scripts/dpc/
-parse_dpc_args() {
-    local usage=$1
-    shift
+# parse_run_args USAGE CHOICES NAMES ARGS...: checks DATASET SEED [backbone] [yacs options...], the backbone one of
+# CHOICES (coop|maple|...; default coop, NAMES lists them in messages), and sets DATASET, SEED, TRAINER (the backbone's
+# trainer) and REST (the trailing yacs options)
+parse_run_args() {
+    local usage=$1 choices=$2 names=$3
+    shift 3
     [ "$#" -ge 2 ] || die "usage: $usage"
     DATASET=$1 SEED=$2
     shift 2
     check_dataset "$DATASET"
     check_seed "$SEED"
     local backbone=coop
-    case "${1:-}" in
-        coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd) backbone=$1; shift ;;
-        *.*|"") ;;  # yacs options follow
-        *) die "unknown backbone '$1' (choose $BACKBONES)" ;;
-    esac
+    if [[ -n "${1:-}" && "|$choices|" == *"|$1|"* ]]; then
+        backbone=$1
+        shift
+    elif [[ -n "${1:-}" && "$1" != *.* ]]; then  # else yacs options follow
+        die "unknown backbone '$1' (choose $names)"
+    fi
     check_opts "$@"
     TRAINER=$(backbone_trainer "$backbone")
+    REST=("$@")
+}
+
+# parse_dpc_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (from an optional
+# coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd), STAGE1_CONFIG, DPC_CONFIG and the OPTS array (the trailing yacs
+# options) for the scripts in scripts/dpc/
+parse_dpc_args() {
+    parse_run_args "$1" "coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd" "$BACKBONES" "${@:2}"
     STAGE1_CONFIG=${STAGE1_CONFIG:-$(${CONFIG_OF:-default_config} "$TRAINER")}
     DPC_CONFIG=${DPC_CONFIG:-$(${CONFIG_OF:-default_config} "DPC_$TRAINER")}
     check_config "$STAGE1_CONFIG"
@@ -311,34 +320,19 @@ parse_dpc_args() {
     OPTS=()
     [ "$DATASET" = eurosat ] && OPTS=(DPC.TOPK 5)
     [ "$TRAINER" != PromptKD ] || OPTS+=($(promptkd_options "$DATASET"))
-    OPTS+=("$@")
+    OPTS+=("${REST[@]}")
 }
 
-DEPT_BACKBONES="coop, cocoop, kgcoop, maple or promptsrc"
-
 # parse_dept_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (DePT_<Backbone>, from an
-# optional coop|cocoop|kgcoop|maple|promptsrc; default coop), CONFIG (DEPT_CONFIG, else DePT's) and the OPTS array
-# (the trailing yacs options) for the scripts in scripts/dept/
+# optional coop|cocoop|kgcoop|maple|promptsrc), CONFIG (DEPT_CONFIG, else DePT's) and the OPTS array (the trailing
+# yacs options) for the scripts in scripts/dept/
 parse_dept_args() {
-    local usage=$1
-    shift
-    [ "$#" -ge 2 ] || die "usage: $usage"
-    DATASET=$1 SEED=$2
-    shift 2
-    check_dataset "$DATASET"
-    check_seed "$SEED"
-    local backbone=coop
-    case "${1:-}" in
-        coop|cocoop|kgcoop|maple|promptsrc) backbone=$1; shift ;;
-        *.*|"") ;;  # yacs options follow
-        *) die "unknown DePT backbone '$1' (choose $DEPT_BACKBONES)" ;;
-    esac
-    check_opts "$@"
-    TRAINER=DePT_$(backbone_trainer "$backbone")
+    parse_run_args "$1" "coop|cocoop|kgcoop|maple|promptsrc" "coop, cocoop, kgcoop, maple or promptsrc" "${@:2}"
+    TRAINER=DePT_$TRAINER
     CONFIG=${DEPT_CONFIG:-$(default_config "$TRAINER")}
     check_config "$CONFIG"
     check_environment
-    OPTS=("$@")
+    OPTS=("${REST[@]}")
 }
 
 # backbone_main train|test TRAINER SCRIPT_NAME DATASET SEED [opts...]: body of scripts/<backbone>/*.sh

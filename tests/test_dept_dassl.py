@@ -261,4 +261,4 @@ def test_one_command_trains_tests_base_and_new_and_reuses_finished_runs(space):
     assert again.returncode == 0 and again.stdout.count("(skipped)") == 2, again.stdout[-3000:]
     bad = subprocess.run(["bash", "scripts/dept/base2new_train.sh", "eurosat", "1", "promptkd"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "unknown DePT backbone 'promptkd'" in bad.stderr
+    assert bad.returncode == 2 and "unknown backbone 'promptkd' (choose coop, cocoop, kgcoop, maple or promptsrc)" in bad.stderr

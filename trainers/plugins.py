@@ -17,3 +17,9 @@ def split_trainer_name(name: str) -> Tuple[Optional[str], str]:
         if name.startswith(prefix):
             return node, name[len(prefix):]
     return None, name
+
+
+def backbone_class_name(cls: type, mixin: type) -> str:
+    """Name of the backbone trainer a plug-in trainer class extends: the class after ``mixin`` in its MRO."""
+    mro = cls.__mro__
+    return mro[mro.index(mixin) + 1].__name__

@@ -34,7 +34,8 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from ..dpc import dassl_compat
 from ..dpc.checkpoint import check_evaluated_classes, load_state_checked, read_saved_model, save_registered_models
 from ..dpc.errors import ConfigError
-from ..dpc.features import FeatureCapture, FeatureDiscoveryError, cosine_logits, find_feature_sites
+from ..dpc.features import FeatureCapture, FeatureDiscoveryError, cosine_logits, find_feature_sites, probe_images
+from ..plugins import backbone_class_name
 from .config import check_dept_config
 from .head import CATHead, dept_loss, fuse
 
@@ -60,8 +61,7 @@ class DePTMixin:
     @classmethod
     def dept_backbone_name(cls) -> str:
         """Name of the backbone trainer class this DePT trainer extends (e.g. 'CoOp')."""
-        mro = cls.__mro__
-        return mro[mro.index(DePTMixin) + 1].__name__
+        return backbone_class_name(cls, DePTMixin)
 
     # ---------------------------------------------------------------- model
     def build_model(self):
@@ -89,9 +89,7 @@ class DePTMixin:
 
     def _dept_probe(self):
         """Find the feature sites (unless ``dept_features`` is defined) and return the features' (width, dtype)."""
-        size = self.cfg.INPUT.SIZE
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        probe = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0)).to(self.device)
+        probe = probe_images(self.cfg.INPUT.SIZE, self.device)
         if not self._dept_custom_features():
             try:
                 sites = find_feature_sites(self.dept_net, probe, self.dm.num_classes)
