@@ -111,8 +111,10 @@ def test_loss_and_gradients_are_depts(space, coop):
     trainer.model_zero_grad()
 
 
-def test_the_head_learns_at_6_5_times_the_prompts_rate_on_the_same_schedule(coop):
-    trainer, _ = coop
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()` before")  # the schedule moved by hand
+def test_the_head_learns_at_6_5_times_the_prompts_rate_as_in_depts_one_optimizer(coop):
+    """Two Dassl models, each with its SGD and schedule, step exactly as DePT's one SGD with two parameter groups."""
+    trainer, batch = coop
     prompt, head = trainer._optims["prompt_learner"], trainer._optims["dept_head"]
     assert prompt.param_groups[0]["initial_lr"] == 0.0035
     assert head.param_groups[0]["initial_lr"] == pytest.approx(0.0035 * 6.5)
@@ -120,6 +122,24 @@ def test_the_head_learns_at_6_5_times_the_prompts_rate_on_the_same_schedule(coop
     trainer.update_lr()  # past the constant warm-up epoch (both at 1e-5 there): each on its own cosine
     assert head.param_groups[0]["lr"] == pytest.approx(6.5 * prompt.param_groups[0]["lr"])
     assert prompt.param_groups[0]["lr"] > 1e-3
+
+    params = [trainer.model.prompt_learner.ctx, *trainer.dept_head.parameters()]
+    clones = [p.detach().clone().requires_grad_() for p in params]
+    o = trainer.cfg.OPTIM
+    reference = torch.optim.SGD([{"params": clones[:1], "lr": prompt.param_groups[0]["lr"]},
+                                 {"params": clones[1:], "lr": head.param_groups[0]["lr"]}], lr=o.LR,
+                                momentum=o.MOMENTUM, weight_decay=o.WEIGHT_DECAY, dampening=o.SGD_DAMPNING)
+    trainer.set_model_mode("train")
+    for _ in range(2):  # the second step uses the momentum of the first
+        trainer.model_zero_grad()
+        trainer.dept_loss(batch["img"], batch["label"])[0].backward()
+        for clone, param in zip(clones, params):
+            clone.grad = param.grad.clone()
+        trainer.model_update()
+        reference.step()
+    for clone, param in zip(clones, params):
+        assert torch.equal(clone, param)
+    trainer.model_zero_grad()
 
 
 @pytest.mark.parametrize("fusion", ["logits", "probabilities", "head"])
