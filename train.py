@@ -1,4 +1,4 @@
-"""Dassl-style entry point: train or evaluate a prompt learner (CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, PromptSRC, PromptKD, DPC_*)."""
+"""Dassl-style entry point: train or evaluate a prompt learner (CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, PromptSRC, PromptKD, DPC_*, DePT_*)."""
 import argparse
 import json
 import os
@@ -25,6 +25,7 @@ def load_components():
     import datasets
     import trainers.cocoop  # noqa: F401
     import trainers.coop  # noqa: F401
+    import trainers.dept_trainers  # noqa: F401
     import trainers.dpc_trainers  # noqa: F401
     import trainers.ivlp  # noqa: F401
     import trainers.kgcoop  # noqa: F401

@@ -105,6 +105,12 @@ default_config() {
         DPC_KgCoOp) echo configs/trainers/DPC/KgCoOp/vit_b16_ep100_batch4_ctxv1_top8.yaml ;;
         DPC_IVLP) echo "configs/trainers/DPC/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_top8.yaml" ;;
         DPC_PromptKD) echo "configs/trainers/DPC/PromptKD/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml" ;;
+        # DePT's own configs (github Koorye/DePT, ExtrasLinearProbe*); PromptSRC's: its recipe with DePT's head (docs/dept.md)
+        DePT_CoOp) echo configs/trainers/DePT/CoOp/vit_b16_ep10_bs4_lr35.yaml ;;
+        DePT_CoCoOp) echo configs/trainers/DePT/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml ;;
+        DePT_KgCoOp) echo configs/trainers/DePT/KgCoOp/vit_b16_ep10_ctxv1_bs4_lr35.yaml ;;
+        DePT_MaPLe) echo configs/trainers/DePT/MaPLe/vit_b16_c2_ep10_batch4_2ctx.yaml ;;
+        DePT_PromptSRC) echo "configs/trainers/DePT/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml" ;;
         *) die "no default config for trainer '$1'" ;;
     esac
 }
@@ -306,25 +312,34 @@ step() {
     [[ " ${STEPS:-teacher stage1 stage2 test} " == *" $1 "* ]]
 }
 
-# parse_dpc_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (from an optional
-# coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd), STAGE1_CONFIG, DPC_CONFIG and the OPTS array (the trailing yacs
-# options) for the scripts in scripts/dpc/
-parse_dpc_args() {
-    local usage=$1
-    shift
+# parse_run_args USAGE CHOICES NAMES ARGS...: checks DATASET SEED [backbone] [yacs options...], the backbone one of
+# CHOICES (coop|maple|...; default coop, NAMES lists them in messages), and sets DATASET, SEED, TRAINER (the backbone's
+# trainer) and REST (the trailing yacs options)
+parse_run_args() {
+    local usage=$1 choices=$2 names=$3
+    shift 3
     [ "$#" -ge 2 ] || die "usage: $usage"
     DATASET=$1 SEED=$2
     shift 2
     check_dataset "$DATASET"
     check_seed "$SEED"
     local backbone=coop
-    case "${1:-}" in
-        coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd) backbone=$1; shift ;;
-        *.*|"") ;;  # yacs options follow
-        *) die "unknown backbone '$1' (choose $BACKBONES)" ;;
-    esac
+    if [[ -n "${1:-}" && "|$choices|" == *"|$1|"* ]]; then
+        backbone=$1
+        shift
+    elif [[ -n "${1:-}" && "$1" != *.* ]]; then  # else yacs options follow
+        die "unknown backbone '$1' (choose $names)"
+    fi
     check_opts "$@"
     TRAINER=$(backbone_trainer "$backbone")
+    REST=("$@")
+}
+
+# parse_dpc_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (from an optional
+# coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd), STAGE1_CONFIG, DPC_CONFIG and the OPTS array (the trailing yacs
+# options) for the scripts in scripts/dpc/
+parse_dpc_args() {
+    parse_run_args "$1" "coop|cocoop|kgcoop|maple|ivlp|promptsrc|promptkd" "$BACKBONES" "${@:2}"
     STAGE1_CONFIG=${STAGE1_CONFIG:-$(${CONFIG_OF:-default_config} "$TRAINER")}
     DPC_CONFIG=${DPC_CONFIG:-$(${CONFIG_OF:-default_config} "DPC_$TRAINER")}
     check_config "$STAGE1_CONFIG"
@@ -336,7 +351,19 @@ parse_dpc_args() {
     OPTS=()
     [ "$DATASET" = eurosat ] && OPTS=(DPC.TOPK 5)
     [ "$TRAINER" != PromptKD ] || OPTS+=($(promptkd_options "$DATASET"))
-    OPTS+=("$@")
+    OPTS+=("${REST[@]}")
+}
+
+# parse_dept_args USAGE ARGS...: checks every argument, then sets DATASET, SEED, TRAINER (DePT_<Backbone>, from an
+# optional coop|cocoop|kgcoop|maple|promptsrc), CONFIG (DEPT_CONFIG, else DePT's) and the OPTS array (the trailing
+# yacs options) for the scripts in scripts/dept/
+parse_dept_args() {
+    parse_run_args "$1" "coop|cocoop|kgcoop|maple|promptsrc" "coop, cocoop, kgcoop, maple or promptsrc" "${@:2}"
+    TRAINER=DePT_$TRAINER
+    CONFIG=${DEPT_CONFIG:-$(default_config "$TRAINER")}
+    check_config "$CONFIG"
+    check_environment
+    OPTS=("${REST[@]}")
 }
 
 # backbone_main train|test TRAINER SCRIPT_NAME DATASET SEED [opts...]: body of scripts/<backbone>/*.sh

@@ -136,6 +136,7 @@ def default_cfg(trainer, clip_file, *opts):
 
 @pytest.mark.parametrize("trainer,changed", [
     ("MaPLe", {"TRAINER.MAPLE.PROMPT_DEPTH": 2}),  # min of 2 text and 3 vision layers
+    ("DePT_MaPLe", {"TRAINER.MAPLE.PROMPT_DEPTH": 2}),
     ("DPC_PromptSRC", {"TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION": 3, "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT": 2}),
     ("IVLP", {"TRAINER.IVLP.PROMPT_DEPTH_VISION": 3, "TRAINER.IVLP.PROMPT_DEPTH_TEXT": 2}),
     ("PromptKD", {"TRAINER.PROMPTKD.PROMPT_DEPTH_VISION": 3}),

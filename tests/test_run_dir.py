@@ -81,6 +81,17 @@ def test_fingerprint_holds_what_determines_results_only():
     assert "TRAINER.MAPLE.N_CTX" in run_dir.fingerprint(upstream)
 
 
+def test_a_plugin_trainer_reads_its_backbones_node_and_its_own_node_only():
+    cfg = make_cfg()
+    cfg.DEPT = CN({"WEIGHT": 0.7})
+    dpc = run_dir.fingerprint(cfg)
+    assert dpc["DPC.W_BASE"] == 0.2 and "DEPT.WEIGHT" not in dpc
+    cfg.TRAINER.NAME = "DePT_CoOp"
+    dept = run_dir.fingerprint(cfg)
+    assert dept["DEPT.WEIGHT"] == 0.7 and dept["TRAINER.COOP.N_CTX"] == 4
+    assert not any(key.startswith(("DPC.", "TRAINER.MAPLE.")) for key in dept)
+
+
 def test_fingerprint_follows_the_content_of_the_stage1_checkpoint(tmp_path):
     (tmp_path / "prompt_learner").mkdir()
     ckpt = tmp_path / "prompt_learner" / "model.pth.tar-2"

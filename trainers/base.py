@@ -106,9 +106,11 @@ class PromptTrainer(TrainerX):
         save_registered_models(self, epoch, directory, is_best, val_result, model_name, self.checkpoint_extras())
 
     def check_checkpoint_kind(self, path: str, ckpt: dict) -> None:
-        """Refuse a checkpoint this trainer cannot evaluate (DPC trainers override it)."""
+        """Refuse a checkpoint this trainer cannot evaluate (DPC and DePT trainers override it)."""
         if "dpc" in ckpt:
             raise ConfigError(f"{path} is a DPC stage-2 checkpoint: evaluate it with --trainer DPC_{type(self).__name__}")
+        if "dept" in ckpt:
+            raise ConfigError(f"{path} belongs to a DePT run: evaluate it with --trainer DePT_{type(self).__name__}")
 
     def check_checkpoint_settings(self, path: str, ckpt: dict) -> None:
         """Refuse a checkpoint trained with settings this run does not have (PromptKD: another teacher)."""

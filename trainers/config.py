@@ -1,6 +1,7 @@
 """Our config keys on top of Dassl's defaults (``extend_cfg`` is called by ``train.py``)."""
 from yacs.config import CfgNode as CN
 
+from .dept.config import add_dept_config
 from .dpc.config import add_dpc_config
 
 
@@ -81,3 +82,4 @@ def extend_cfg(cfg) -> None:
     cfg.TRAINER.PROMPTKD.DPC_SCORER = "teacher"  # DPC negatives scored by: teacher (the release) | student (stage-1 PromptKD)
 
     add_dpc_config(cfg)
+    add_dept_config(cfg)

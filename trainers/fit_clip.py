@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from .plugins import split_trainer_name
 from .provenance import cached_sha256, read_cache, write_cache
 
 # trainer config node -> its prompt-depth keys, each limited by the vision layers, the text layers or both
@@ -48,8 +49,8 @@ def clip_shape(path: str) -> dict:
 
 
 def _own_node(cfg) -> str:
-    """The TRAINER node the run's trainer reads (DPC_MaPLe -> MAPLE)."""
-    return cfg.TRAINER.NAME.removeprefix("DPC_").upper()
+    """The TRAINER node the run's trainer reads (DPC_MaPLe, DePT_MaPLe -> MAPLE)."""
+    return split_trainer_name(cfg.TRAINER.NAME)[1].upper()
 
 
 def fit(cfg) -> list[str]:

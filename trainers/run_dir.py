@@ -28,6 +28,7 @@ import time
 
 from .dpc.errors import UserError
 from .dpc.files import atomic_write_text, checkpoint_path
+from .plugins import PLUGIN_NODES, split_trainer_name
 from .provenance import PROVENANCE_KEYS, VERSION_KEY, provenance, sha256_of
 from .version import BEHAVIOUR_VERSION
 
@@ -91,20 +92,18 @@ def _flatten(node, prefix: str = "") -> dict:
 
 
 def unread_sections(cfg) -> list:
-    """Config prefixes a trainer never reads: other backbones' ``TRAINER.<KEY>`` nodes, and ``DPC`` for a
-    backbone trainer (the scripts pass the same options to both stages).
+    """Config prefixes a trainer never reads: other backbones' ``TRAINER.<KEY>`` nodes, and the plug-ins' nodes
+    (``DPC``, ``DEPT``) but its own (the scripts pass the same options to both DPC stages).
 
-    Follows the CoOp family's convention that trainer ``X`` (and ``DPC_X``) reads ``TRAINER.<X upper-cased>``;
-    a trainer outside it keeps every key, so nothing that might matter is left out.
+    Follows the CoOp family's convention that trainer ``X`` (and ``DPC_X``, ``DePT_X``) reads
+    ``TRAINER.<X upper-cased>``; a trainer outside it keeps every key, so nothing that might matter is left out.
     """
-    name = cfg.TRAINER.NAME
-    dpc = name.startswith("DPC_")
-    own = (name[len("DPC_"):] if dpc else name).upper()
+    plugin, backbone = split_trainer_name(cfg.TRAINER.NAME)
+    own = backbone.upper()
     if own not in cfg.TRAINER:
         return []
     ignored = [f"TRAINER.{key}." for key in cfg.TRAINER if key not in (own, "NAME")]
-    if not dpc:
-        ignored.append("DPC.")
+    ignored += [f"{node}." for node in PLUGIN_NODES.values() if node != plugin]
     return ignored
 
 
@@ -141,7 +140,7 @@ def fingerprint(cfg, eval_only: bool = False, model_dir: str = "", load_epoch=No
         values["model_dir"] = os.path.abspath(model_dir) if model_dir else ""
         values["load_epoch"] = load_epoch
         values["evaluated checkpoints"] = _saved_models(model_dir, load_epoch) if model_dir else {}
-    values.update(provenance(cfg, reads_teacher=cfg.TRAINER.NAME.removeprefix("DPC_") == "PromptKD"))
+    values.update(provenance(cfg, reads_teacher=split_trainer_name(cfg.TRAINER.NAME)[1] == "PromptKD"))
     return values
 
 

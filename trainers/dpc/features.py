@@ -119,6 +119,12 @@ def _outermost(names: List[str]) -> List[str]:
     return [n for n in names if not any(n.startswith(other + ".") for other in names if other != n)]
 
 
+def probe_images(size, device) -> torch.Tensor:
+    """Two fixed random images of ``INPUT.SIZE`` ``size`` (an int or (h, w)): the batch the sites are found with."""
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+
+
 def find_feature_sites(model: nn.Module, images: torch.Tensor, n_classes: int) -> FeatureSites:
     """Watch ``model(images)`` (run here, in eval mode with gradients) and locate its feature sites."""
     n = images.shape[0]

@@ -52,7 +52,7 @@ from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint
                          read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
 from .config import check_dpc_options
-from .features import FeatureCapture, cosine_logits, find_feature_sites
+from .features import FeatureCapture, cosine_logits, find_feature_sites, probe_images
 from .negatives import negative_bank
 from .loss import symmetric_infonce
 from .sampler import HardNegativeSampler, index_by_class
@@ -213,10 +213,7 @@ class DPCMixin:
 
     def _dpc_find_features(self):
         """Locate the feature sites in the backbone's forward (once, before training)."""
-        size = self.cfg.INPUT.SIZE
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        probe = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0)).to(self.device)
-        sites = find_feature_sites(self.dpc_net, probe, self.dm.num_classes)
+        sites = find_feature_sites(self.dpc_net, probe_images(self.cfg.INPUT.SIZE, self.device), self.dm.num_classes)
         self.dpc_capture = FeatureCapture(self.dpc_net, sites)
         text = "per image" if sites.conditioned else "shared by all images"
         image = "frozen (anchors' stage-1 features reused)" if self.dpc_capture.can_reuse_anchors() else "prompted"
