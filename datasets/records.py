@@ -74,17 +74,17 @@ RECORD_CLASSES = {("dassl.data.datasets.base_dataset", "Datum"), ("datasets.reco
 class SafeUnpickler(pickle.Unpickler):
     """Unpickles plain containers and stored records only; any other global refuses the file."""
 
+    def __init__(self, file, path):
+        super().__init__(file)
+        self.path = path
+
     def find_class(self, module, name):
         if (module, name) in RECORD_CLASSES:
             return StoredRecord
         raise UnsafeFileError(
             f"{self.path} holds pickled Python objects that no dataset cache holds ({module}.{name}): refused, "
             "nothing in it was run (loading it would have run code of the file's choosing). Delete it: the split "
-            "is sampled again from the dataset (the same seed gives the same split)")
-
-    def __init__(self, file, path):
-        super().__init__(file)
-        self.path = path
+            "is sampled again from the dataset (a fixed seed draws the same split)")
 
 
 def load_pickle(path):

@@ -8,7 +8,7 @@ upstream Dassl / CoOp-family code also hold a few harmless objects, allowed by n
 attributes, never by calling anything the file names:
 - torch's and Dassl's optimizer and learning-rate scheduler objects (Dassl's warm-up schedulers pickled their
   successor scheduler, optimizer included; an optimizer keeps its state in a ``defaultdict(dict)``);
-- NumPy arrays (the NumPy RNG state of older checkpoints).
+- NumPy arrays and scalars (the NumPy RNG state of older checkpoints).
 """
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ from .errors import UnsafeFileError
 _DASSL_OPTIM_MODULES = ("dassl.optim.lr_scheduler", "dassl.optim.radam")
 
 
-def _numpy_array_globals() -> list:
-    core = getattr(np, "_core", None) or np.core  # NumPy 2 moved numpy.core to numpy._core
-    rebuild = core.multiarray._reconstruct
-    dtypes = [type(np.dtype(kind)) for kind in (np.uint32, np.int64, np.float64)]
-    return [np.ndarray, np.dtype, *dtypes, rebuild,
-            (rebuild, "numpy.core.multiarray._reconstruct"), (rebuild, "numpy._core.multiarray._reconstruct")]
+def _numpy_globals() -> list:
+    """NumPy arrays and scalars, under the names NumPy 1 and 2 pickle them with (NumPy 2 moved ``numpy.core``)."""
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray
+    rebuilders = [(getattr(multiarray, name), f"numpy.{core}.multiarray.{name}")
+                  for name in ("_reconstruct", "scalar") for core in ("core", "_core")]
+    dtypes = [type(np.dtype(kind)) for kind in (np.uint32, np.int64, np.float32, np.float64)]
+    return [np.ndarray, np.dtype, *dtypes, *rebuilders]
 
 
 def _optimizer_classes() -> list:
@@ -43,7 +44,7 @@ def _optimizer_classes() -> list:
 
 def allowed_globals() -> list:
     """What ``load`` allows besides torch's defaults (see the module docstring)."""
-    return _numpy_array_globals() + _optimizer_classes() + [collections.defaultdict, dict]
+    return _numpy_globals() + _optimizer_classes() + [collections.defaultdict, dict]
 
 
 def _name(entry) -> str:
