@@ -2,6 +2,12 @@
 
 A `Record` carries the same attributes as Dassl's `Datum` (impath, label,
 classname, domain), so code written against one works with the other.
+
+Caches (few-shot splits, ImageNet's preprocessed.pkl) stay in upstream CoOp's
+format, a pickle of lists of Dassl `Datum`, so that both codes read each
+other's caches. They are read by `SafeUnpickler`, which creates no object but
+plain containers, strings, numbers and stored records (their fields only):
+a cache carrying a payload is refused and nothing in it runs.
 """
 
 import os
@@ -9,6 +15,7 @@ import pickle
 import warnings
 from dataclasses import dataclass
 
+from trainers.dpc.errors import UnsafeFileError
 from trainers.dpc.files import atomic_write
 
 
@@ -49,18 +56,53 @@ def save_pickle(obj, path):
     atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
+class StoredRecord:
+    """A record as a cache holds it: the fields unpickling set, read as Datum's properties (`impath` from its
+    `_impath`) or as Record's fields. No method of it runs on load."""
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["_" + name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+# the record classes caches hold: Dassl's Datum (ours and upstream CoOp's) and our Record (pure tests)
+RECORD_CLASSES = {("dassl.data.datasets.base_dataset", "Datum"), ("datasets.records", "Record")}
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and stored records only; any other global refuses the file."""
+
+    def __init__(self, file, path):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module, name):
+        if (module, name) in RECORD_CLASSES:
+            return StoredRecord
+        raise UnsafeFileError(
+            f"{self.path} holds pickled Python objects that no dataset cache holds ({module}.{name}): refused, "
+            "nothing in it was run (loading it would have run code of the file's choosing). Delete it: the split "
+            "is sampled again from the dataset (a fixed seed draws the same split)")
+
+
 def load_pickle(path):
+    """What a cache at `path` holds, read by `SafeUnpickler`."""
     with open(path, "rb") as f:
-        return pickle.load(f)
+        return SafeUnpickler(f, path).load()
 
 
 def load_cache(path):
     """What is pickled at `path`, or None when the file is missing or unreadable (truncated,
-    damaged); the caller then rebuilds it. An unreadable file is named in a warning."""
+    damaged); the caller then rebuilds it. An unreadable file is named in a warning; one carrying
+    other objects than a cache holds raises `UnsafeFileError`."""
     if not os.path.exists(path):
         return None
     try:
         return load_pickle(path)
+    except UnsafeFileError:
+        raise
     except (EOFError, pickle.UnpicklingError, AttributeError, ValueError) as err:
         warnings.warn(f"ignoring unreadable cache {path} ({type(err).__name__}: {err}); rebuilding it")
         return None

@@ -1,4 +1,5 @@
-"""Our patches of the pinned Dassl: the warm-up scheduler resumes onto the live optimizer."""
+"""Our patches of the pinned Dassl: the warm-up scheduler resumes onto the live optimizer; its checkpoint loader
+runs no code from the file."""
 import pytest
 import torch
 
@@ -7,7 +8,9 @@ pytest.importorskip("dassl")
 from dassl.optim import build_lr_scheduler  # noqa: E402
 from yacs.config import CfgNode as CN  # noqa: E402
 
+from tests._faults import Payload  # noqa: E402
 from trainers.dpc import dassl_compat  # noqa: E402
+from trainers.dpc.errors import UnsafeFileError  # noqa: E402
 
 dassl_compat.apply()
 
@@ -44,7 +47,6 @@ def test_a_resumed_warmup_scheduler_drives_the_live_optimizer():
 
 def test_dassls_loader_is_patched_under_every_name_it_is_imported_by(tmp_path):
     """Upstream trainers do ``from dassl.utils import load_checkpoint``; Dassl's trainer does too."""
-    import importlib
     import types
 
     import dassl.engine.trainer
@@ -63,7 +65,22 @@ def test_dassls_loader_is_patched_under_every_name_it_is_imported_by(tmp_path):
         assert early.load_checkpoint is patched and early.alias is patched
     finally:
         del sys.modules[early.__name__]
-    # what weights_only loading refuses (any pickled object), as Dassl's own checkpoints may hold
+    # a checkpoint as the unpatched Dassl wrote it (the warm-up scheduler's successor pickled whole, optimizer
+    # included) still loads, and resumes the schedule; one carrying a payload is refused before any of it runs
+    optim, sched = schedule(torch.nn.Parameter(torch.zeros(1)))
+    for _ in range(2):
+        sched.step()
     path = tmp_path / "model.pth.tar-1"
-    torch.save({"state_dict": {}, "epoch": 1, "val_result": importlib.import_module("collections").Counter(a=1)}, path)
-    assert dassl.engine.trainer.load_checkpoint(str(path))["epoch"] == 1
+    torch.save({"state_dict": {}, "epoch": 2, "scheduler": {k: v for k, v in vars(sched).items() if k != "optimizer"}},
+               path)
+    resumed_optim, resumed = schedule(torch.nn.Parameter(torch.zeros(1)))
+    resumed.load_state_dict(dassl.engine.trainer.load_checkpoint(str(path))["scheduler"])
+    resumed_optim.load_state_dict(optim.state_dict())
+    sched.step()
+    resumed.step()
+    assert resumed_optim.param_groups[0]["lr"] == optim.param_groups[0]["lr"]
+    marker = tmp_path / "payload-ran"
+    torch.save({"state_dict": {}, "epoch": 1, "note": Payload(marker)}, path)
+    with pytest.raises(UnsafeFileError, match="holds pickled Python objects"):
+        dassl.engine.trainer.load_checkpoint(str(path))
+    assert not marker.exists()

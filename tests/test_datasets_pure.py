@@ -164,16 +164,11 @@ def test_sample_fewshot_matches_global_random_after_seed():
     assert sample_fewshot(items, -1) is items
 
 
-class FakeDatum:  # attribute-compatible with Dassl's Datum
-    def __init__(self, impath, label, classname):
-        self.impath, self.label, self.classname, self.domain = impath, label, classname, 0
-
-
-def test_cache_of_foreign_objects_and_corrupt_cache(tmp_path):
+def test_cache_of_other_record_forms_and_corrupt_cache(tmp_path):
     train = [Record(f"/x/{i}.jpg", i % 2, f"c{i % 2}") for i in range(6)]
     path = str(tmp_path / "split_fewshot" / "shot_1-seed_0.pkl")
     tr, val = load_or_create_fewshot(path, train, None, 1, seed=0,
-                                     store=lambda r: FakeDatum(r.impath, r.label, r.classname),
+                                     store=lambda r: (r.impath, r.label, r.classname),
                                      log=quiet)
     assert len(tr) == 2 and val is None
     with open(path, "rb") as f:

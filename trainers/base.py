@@ -18,8 +18,8 @@ from .models.vl_prompts import check_image_size
 from .options import check_dataset_options, check_trainer_options
 from .dpc import dassl_compat
 from .dpc.errors import ConfigError
-from .dpc.checkpoint import (check_evaluated_classes, load_state_checked, read_saved_model, restore_training_state,
-                             save_registered_models)
+from .dpc.checkpoint import (check_evaluated_classes, discard_incomplete, load_state_checked, read_saved_model,
+                             restore_training_state, save_registered_models)
 
 dassl_compat.apply()
 
@@ -97,6 +97,7 @@ class PromptTrainer(TrainerX):
                 "dataset": self.cfg.DATASET.NAME}
 
     def resume_model_if_exist(self, directory):
+        discard_incomplete(directory, self.get_model_names())
         start_epoch = super().resume_model_if_exist(directory)
         if start_epoch > 0:
             restore_training_state(self, directory)

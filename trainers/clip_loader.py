@@ -6,8 +6,9 @@ Where the weights come from, in order:
    (the directory ``clip.load`` downloads to), with OpenAI's file names (``ViT-B-16.pt``),
 3. a download into the models dir, when the machine is online.
 
-Both OpenAI's JIT archives and plain state dicts load; the model is rebuilt from the state
-dict with the pip-installed ``clip.model`` code, so no forked CLIP is needed.
+Both OpenAI's JIT archives (read with ``torch.jit.load``, as ``clip.load`` does) and plain state dicts
+(read with ``weights_only=True``: ``dpc.safe_load``) load; the model is rebuilt from the state dict with the
+pip-installed ``clip.model`` code, so no forked CLIP is needed.
 
 The architecture read from the file must be the one ``MODEL.BACKBONE.NAME`` names (OpenAI's
 published shapes); ``MODEL.BACKBONE.NAME custom`` loads any CLIP file given by ``MODEL.BACKBONE.PATH``
@@ -26,7 +27,8 @@ import torch
 import clip
 from clip.model import build_model
 
-from .dpc.errors import ConfigError, UserError
+from .dpc import safe_load
+from .dpc.errors import ConfigError, UnsafeFileError, UserError
 from .dpc.files import error_summary
 
 MODELS_DIR_ENV = "DPC_CLIP_MODELS"
@@ -157,7 +159,9 @@ def read_state_dict(file: str | os.PathLike) -> dict:
     except (RuntimeError, ValueError):
         pass
     try:
-        state = torch.load(str(file), map_location="cpu", weights_only=False)
+        state = safe_load.load(str(file))  # weights only: a file carrying a pickled payload is refused unread
+    except UnsafeFileError:
+        raise
     except Exception as err:  # truncated zip ("failed finding central directory"), bad pickle, ...
         raise _damaged(file, error_summary(err)) from err
     if isinstance(state, dict) and "state_dict" in state and "visual.proj" not in state:

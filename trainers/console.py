@@ -8,6 +8,7 @@ exactly as in verbose mode: the quiet stream only sits where the terminal was, b
 Importing this module hides our dependencies' deprecation warnings (pkg_resources in clip and outdated,
 torch.jit, ...), unless verbose output was asked for: train.py imports it before the modules that warn.
 """
+import contextlib
 import os
 import re
 import sys
@@ -15,6 +16,7 @@ import traceback
 import warnings
 
 from .dpc.errors import UserError, one_line
+from .dpc.files import disk_full, exception_chain, out_of_space
 
 ENV = "DPC_VERBOSE"
 FLAG = "--verbose"
@@ -60,24 +62,34 @@ if not verbose_requested(FLAG in sys.argv[1:]):
 
 def exit_on_user_error(main, args, verbose: bool) -> int:
     """Run ``main(args)`` and return its status (None: 0); an error of ours (``UserError``) becomes one ``error:``
-    line on stderr and status 2.
+    line on stderr and status 2, and so does a full disk wherever it was hit (writing the log, for instance).
 
     Its traceback goes to the run's log when one is open (Dassl's logger behind ``sys.stdout``: in quiet mode
     the terminal does not show it) and to the terminal with ``verbose``. Other exceptions keep their traceback.
     """
     try:
         return main(args) or 0
-    except UserError as err:
+    except Exception as err:
+        if not isinstance(err, UserError) and not out_of_space(err):
+            raise
         details = traceback.format_exc()
+        log = getattr(sys.stdout, "file", None)  # dassl.utils.Logger tees to <output-dir>/log.txt
+        hint = f" (traceback: {ENV}=1, or train.py {FLAG})"
         if verbose:
             sys.stderr.write(details)
             hint = ""
-        elif getattr(sys.stdout, "file", None) is not None:  # dassl.utils.Logger tees to <output-dir>/log.txt
-            sys.stdout.write(details)
-            sys.stdout.flush()
-            hint = " (traceback in the run's log.txt)"
-        else:
-            hint = f" (traceback: {ENV}=1, or train.py {FLAG})"
+        elif log is not None:
+            try:
+                sys.stdout.write(details)
+                sys.stdout.flush()
+                hint = " (traceback in the run's log.txt)"
+            except OSError:  # the log cannot be written (a full disk): leave it, or exiting would fail again
+                sys.stdout.file = None
+                with contextlib.suppress(OSError):
+                    log.close()
+        if not isinstance(err, UserError):  # out of space outside atomic_write: name the file when known
+            failed = next((e.filename for e in exception_chain(err) if getattr(e, "filename", None)), None)
+            err = disk_full(failed or (log.name if log is not None and log.closed else "a file (see the traceback)"))
         sys.stderr.write(f"error: {one_line(err)}{hint}\n")
         return 2
 

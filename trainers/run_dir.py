@@ -2,7 +2,7 @@
 
 - ``exclusive(directory)``: an ``flock`` on ``<dir>/.lock``. The kernel releases it when the process
   ends in any way (a crash or SIGKILL leaves nothing stuck); a second process fails at once and is
-  told who holds the directory.
+  told who holds the directory. Once held, the temporary files a killed holder left are removed.
 - ``fingerprint(cfg, ...)``: the resolved config after every override, minus where outputs and logs
   go, plus the content hash of the checkpoints the run starts from (DPC's stage 1, an evaluated
   model) and what else produced it (``provenance``: the CLIP weights' content, the dataset's split and
@@ -27,7 +27,7 @@ import sys
 import time
 
 from .dpc.errors import UserError
-from .dpc.files import atomic_write_text, checkpoint_path
+from .dpc.files import atomic_write_text, checkpoint_path, remove_leftovers
 from .plugins import PLUGIN_NODES, split_trainer_name
 from .provenance import PROVENANCE_KEYS, VERSION_KEY, provenance, sha256_of
 from .version import BEHAVIOUR_VERSION
@@ -70,9 +70,12 @@ def exclusive(directory: str):
             raise RunDirError(f"{directory} is in use by {holder}. One run per directory: wait for it to "
                               "finish, or give this run another --output-dir (OUTPUT_ROOT for the scripts).") from None
     try:
+        for folder in [directory] + glob.glob(os.path.join(directory, "*", "")):  # ours now: no one else writes here
+            remove_leftovers(folder)
         os.ftruncate(fd, 0)
-        os.write(fd, (f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                      f"{' '.join(sys.argv)}\n").encode())
+        with contextlib.suppress(OSError):  # who holds it, for the message above (a full disk: left out)
+            os.write(fd, (f"process {os.getpid()} on {socket.gethostname()} since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}\n").encode())
         yield
     finally:
         os.ftruncate(fd, 0)
@@ -165,6 +168,7 @@ NEW, FINISHED, INTERRUPTED, UNVERSIONED, REPLACE = "new", "finished", "interrupt
 def previous_run(directory: str, current: dict, defaults: dict | None = None, force: bool = False) -> str:
     """NEW, FINISHED or INTERRUPTED (same settings), UNVERSIONED (finished before versions were recorded, same
     options) or, with ``force``, REPLACE for a run that would be refused; raises RunDirError otherwise."""
+    check_output_dir(directory)
     recorded_path = os.path.join(directory, FINGERPRINT_FILE)
     finished = os.path.isfile(os.path.join(directory, DONE_FILE))
     started = _has_checkpoint(directory)
@@ -195,6 +199,17 @@ def previous_run(directory: str, current: dict, defaults: dict | None = None, fo
     if unversioned:
         return REPLACE if force else UNVERSIONED
     return FINISHED if finished else INTERRUPTED
+
+
+def check_output_dir(directory: str) -> None:
+    """Refuse an output directory that is, or lies under, an existing file."""
+    path = os.path.abspath(directory)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is" if path == os.path.abspath(directory) else f"lies under {path}, which is"
+        raise RunDirError(f"the output directory {directory} {where} a file, not a directory: give another "
+                          "--output-dir (OUTPUT_ROOT for the scripts) or move the file away")
 
 
 def unversioned_notice(directory: str) -> str:

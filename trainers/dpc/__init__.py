@@ -2,7 +2,7 @@
 
 Pure parts (no Dassl): ``decoupling`` (Weighting-Decoupling), ``sampler`` (dynamic hard negatives),
 ``loss`` (Feature Filtering + symmetric InfoNCE), ``image_bank`` and ``negatives`` (negative images),
-``checkpoint``, ``config``.
+``checkpoint`` and ``safe_load`` (checkpoints written atomically, read without running code), ``config``.
 ``DPCMixin`` (in ``mixin``, needs Dassl) turns a backbone trainer into its DPC version.
 """
 from .config import add_dpc_config

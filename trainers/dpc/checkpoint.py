@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 
 import numpy as np
 import torch
 
-from .errors import ConfigError, MissingFileError
-from .files import atomic_write, atomic_write_text, error_summary, resume_path
+from . import safe_load
+from .errors import ConfigError, MissingFileError, UnsafeFileError
+from .files import atomic_write, atomic_write_text, error_summary, remove_leftovers, resume_path
 
 
 def atomic_save(obj, path: str) -> None:
@@ -41,7 +43,8 @@ def save_registered_models(trainer, epoch: int, directory: str, is_best: bool = 
 
 
 def load_checkpoint(path: str) -> dict:
-    """A checkpoint written by ``save_registered_models``; a damaged file is an error naming it."""
+    """A checkpoint written by ``save_registered_models`` (or Dassl), read without running code (``safe_load``); a
+    damaged file is an error naming it."""
     def damaged(problem: str) -> ValueError:
         return ValueError(
             f"cannot read checkpoint {path} ({problem}): the file is truncated or damaged (a copy or run cut "
@@ -49,8 +52,8 @@ def load_checkpoint(path: str) -> dict:
             "another checkpoint (--model-dir / --load-epoch; DPC.STAGE1_DIR / DPC.STAGE1_EPOCH).")
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
+        ckpt = safe_load.load(path)
+    except (FileNotFoundError, UnsafeFileError):
         raise
     except Exception as err:  # truncated zip ("failed finding central directory"), bad pickle, ...
         raise damaged(error_summary(err)) from err
@@ -92,13 +95,44 @@ def load_state_checked(module, state: dict, path: str, keys=None, hint: str = ""
 def training_state(trainer) -> dict:
     """What resuming needs besides weights, optimiser and scheduler to continue bit for bit: the RNG
     states (Python, NumPy, torch CPU and CUDA; they also fix the next epoch's data order and
-    augmentations), the AMP grad scaler and Dassl's best validation result."""
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    augmentations), the AMP grad scaler and Dassl's best validation result. Plain types and tensors only."""
+    scaler = getattr(trainer, "scaler", None)
+    return {"rng": rng_states(), "scaler": scaler.state_dict() if scaler is not None else None,
+            "best_result": getattr(trainer, "best_result", None)}
+
+
+def rng_states() -> dict:
+    """The global RNG states (Python, NumPy, torch CPU and CUDA) as tensors and plain types."""
+    kind, key, *rest = np.random.get_state()
+    rng = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(key.astype(np.int64)), *rest),
+           "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    scaler = getattr(trainer, "scaler", None)
-    return {"rng": rng, "scaler": scaler.state_dict() if scaler is not None else None,
-            "best_result": getattr(trainer, "best_result", None)}
+    return rng
+
+
+def set_rng_states(rng: dict) -> None:
+    """Restore what ``rng_states`` returned (older checkpoints hold the NumPy key as an ndarray)."""
+    random.setstate(rng["python"])
+    kind, key, *rest = rng["numpy"]
+    np.random.set_state((kind, np.asarray(key, dtype=np.int64).astype(np.uint32), *rest))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def discard_incomplete(directory: str, names) -> None:
+    """Before Dassl resumes from ``directory``: without a complete checkpoint of every model (a run killed, or out
+    of disk space, during its first save leaves a model folder without Dassl's 'checkpoint' pointer) training
+    starts from scratch, so the model folders are removed; temporary files of killed saves go in any case."""
+    folders = [os.path.join(directory, name) for name in names]
+    for folder in folders:
+        remove_leftovers(folder)
+    if all(resume_path(directory, name) for name in names) or not any(map(os.path.isdir, folders)):
+        return
+    for folder in filter(os.path.isdir, folders):
+        shutil.rmtree(folder)
+    print(f"No complete checkpoint in {directory} (a run cut short during its first save): training from scratch")
 
 
 def restore_training_state(trainer, directory: str) -> dict | None:
@@ -112,12 +146,7 @@ def restore_training_state(trainer, directory: str) -> dict | None:
         print(f"Warning: {path} holds no RNG state (written by an older version): the resumed run continues "
               "but will not be bit-identical to an uninterrupted one")
         return ckpt
-    rng = state["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    set_rng_states(state["rng"])
     scaler = getattr(trainer, "scaler", None)
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

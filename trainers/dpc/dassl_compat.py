@@ -7,17 +7,16 @@ Small patches applied once on import:
   a resume the successor steps that stale optimizer copy and the live learning rate stops following
   the schedule. Its state now nests the successor's own state dict, restored into the live successor
   (checkpoints written the old way still load).
-- ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and Dassl's scheduler state
-  held the successor scheduler object, so resuming a run failed. Checkpoints here are the user's own
-  training outputs, so Dassl's loader reads them with ``weights_only=False``; a damaged one is an
-  error naming the file and how to resume from the epoch before. The loader is replaced under every
-  name it is reachable by: ``dassl.utils`` and ``dassl.utils.torchtools`` (for later imports) and any
-  module that already did ``from dassl.utils import load_checkpoint`` (Dassl's own trainer, upstream
-  trainers imported before this patch).
+- Dassl's checkpoint loader reads through ``safe_load`` (``weights_only=True``; Dassl's pickled scheduler
+  objects are allowed by name, so its own older checkpoints still load), so a file carrying a pickled
+  payload is refused unread; a damaged one is an error naming the file and how to resume from the epoch
+  before. The loader is replaced under every name it is reachable by: ``dassl.utils`` and
+  ``dassl.utils.torchtools`` (for later imports) and any module that already did
+  ``from dassl.utils import load_checkpoint`` (Dassl's own trainer, upstream trainers imported before
+  this patch).
 - The data loader's ``read_image`` (``DatasetWrapper.__getitem__``) raises errors naming the image
   file (PIL's "image file is truncated" names none).
 """
-import functools
 import inspect
 import os
 import sys
@@ -28,6 +27,8 @@ from dassl.optim import lr_scheduler as dassl_lr_scheduler
 import dassl.utils
 from dassl.utils import torchtools
 
+from . import safe_load
+from .errors import UnsafeFileError
 from .files import error_summary
 from .image_files import open_image
 
@@ -63,20 +64,13 @@ def apply() -> None:
     base.state_dict = state_dict
     base.load_state_dict = load_state_dict
 
-    original_load = torch.load
-
-    @functools.wraps(original_load)
-    def trusted_load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return original_load(*args, **kwargs)
-
     def load_checkpoint(fpath):
         if fpath is None:
             raise ValueError("File path is None")
         map_location = None if torch.cuda.is_available() else "cpu"
         try:
-            return trusted_load(fpath, map_location=map_location)
-        except FileNotFoundError:
+            return safe_load.load(fpath, map_location=map_location)
+        except (FileNotFoundError, UnsafeFileError):
             raise
         except Exception as err:  # truncated zip, bad pickle, ...
             folder = os.path.dirname(os.path.abspath(fpath))

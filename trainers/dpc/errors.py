@@ -29,3 +29,11 @@ def one_line(err: BaseException) -> str:
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file the run needs is not there (the message names it and how to make it)."""
+
+
+class DiskFullError(UserError, OSError):
+    """A file could not be written because its device (or the user's quota) is full; the message names it."""
+
+
+class UnsafeFileError(UserError, ValueError):
+    """A file holds pickled Python objects that loading would have to create or call: refused unread."""

@@ -5,20 +5,28 @@ does not import torch.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+
+from .errors import DiskFullError
+
+TEMPORARY_PREFIX = ".tmp-"  # atomic_write's file before its rename: a leftover of a killed process
 
 
 def atomic_write(path: str, write, mode: str = "wb") -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then rename it into place.
 
     Readers see the old file or the new one, never a half-written one. The file gets the usual
-    permissions (0666 minus the umask), not mkstemp's 0600.
+    permissions (0666 minus the umask), not mkstemp's 0600. A failed write removes its temporary file
+    (a killed process leaves it: ``remove_leftovers``); on a full device it raises ``DiskFullError``
+    naming ``path``.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -27,10 +35,47 @@ def atomic_write(path: str, write, mode: str = "wb") -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        if out_of_space(err):  # torch's zip writer reports it as "unexpected pos", the OSError in its context
+            raise disk_full(path, "the previous file, if any, is unchanged") from err
         raise
+
+
+def disk_full(path: str, note: str = "") -> DiskFullError:
+    """The error for ``path`` not written on a full device (or quota)."""
+    return DiskFullError(f"cannot write {path}: no space left on the device{f' ({note})' if note else ''}. Free some "
+                         "space and run the same command again: a run resumes from its last complete checkpoint")
+
+
+def exception_chain(err: BaseException):
+    """``err``, then the exceptions it was raised from or while handling."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def out_of_space(err: BaseException) -> bool:
+    """Whether ``err`` or an exception in its chain is a full device or quota."""
+    return any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in exception_chain(err))
+
+
+def remove_leftovers(folder: str) -> list:
+    """Remove the temporary files ``atomic_write`` left in ``folder`` when its process was killed (call it only
+    while no other process writes there); returns their names."""
+    try:
+        names = [name for name in os.listdir(folder) if name.startswith(TEMPORARY_PREFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for name in names:
+        try:
+            os.remove(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+    return names
 
 
 def atomic_write_text(path: str, text: str) -> None:

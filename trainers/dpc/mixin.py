@@ -48,8 +48,8 @@ from dassl.data.transforms import build_transform
 from .errors import ConfigError, MissingFileError
 from . import dassl_compat, decoupling, replay, tensor_rules
 from .backbone_terms import missing_terms_note
-from .checkpoint import (check_classes, check_evaluated_classes, load_checkpoint, load_state_checked,
-                         read_saved_model, restore_training_state, save_registered_models)
+from .checkpoint import (check_classes, check_evaluated_classes, discard_incomplete, load_checkpoint,
+                         load_state_checked, read_saved_model, restore_training_state, save_registered_models)
 from .files import atomic_write_text, checkpoint_path, resume_path
 from .config import check_dpc_options
 from .features import FeatureCapture, cosine_logits, find_feature_sites, probe_images
@@ -240,6 +240,7 @@ class DPCMixin:
 
     # ---------------------------------------------------------------- training
     def resume_model_if_exist(self, directory):
+        discard_incomplete(directory, self.get_model_names())  # (any backbone, not only ours)
         self._dpc_check_resumable(directory)
         start_epoch = super().resume_model_if_exist(directory)
         if start_epoch > 0:  # RNG states (again for our trainers, harmless) and the sampler's own
@@ -272,6 +273,14 @@ class DPCMixin:
             if changed:
                 raise ConfigError(f"cannot resume {path} with other DPC settings ({'; '.join(changed)}): "
                                  "use the run's original options or a fresh --output-dir")
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:  # however training ends: no decode thread outlives it
+            close = getattr(self.dpc_bank, "close", None)
+            if close is not None:
+                close()
 
     def before_train(self):
         if self.dpc_stage1 is None:

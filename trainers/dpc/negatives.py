@@ -7,7 +7,10 @@ interpolation PIL and torch share), ``DecodedBank`` replaces it:
 
 - each image is decoded once with PIL (the anchors' decoder, so the same pixels) into a uint8 [3, H, W]
   tensor; a background thread decodes the whole pool ahead of use, so no step waits for a decode once it
-  is done; memory is capped (least recently used out), the figure is ``stored_bytes``;
+  is done (``close`` stops it; at the latest it is stopped and joined when the interpreter exits, however
+  the run ended: left running, it would be killed inside torch code and abort the process with "terminate
+  called without an active exception"); memory is capped (least recently used out), the figure is
+  ``stored_bytes``;
 - the augmentation parameters are drawn in the main process, negative after negative, with the same random
   calls on the same generator as the PIL transform they replace (torch's default CPU generator, which
   Dassl seeds and our checkpoints save for an exact resume; or a ``generator`` of the caller's): the same
@@ -23,8 +26,10 @@ Dassl's test-transform tensor bit for bit.
 """
 from __future__ import annotations
 
+import atexit
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -38,6 +43,13 @@ from .image_bank import ImageBank
 from .image_files import ImageFileError, open_image, read_negative
 
 DEFAULT_STORE_BYTES = 6 << 30  # ImageNet's few-shot base pool (500 x 16 images of ~500x375) takes ~4.2 GiB
+_prefilling = weakref.WeakSet()  # banks whose decode thread may still run
+
+
+@atexit.register  # before the interpreter finalizes, when a daemon thread would die mid-call
+def _stop_prefills() -> None:
+    for bank in list(_prefilling):
+        bank.close()
 _MODES = {T.InterpolationMode.BICUBIC: "bicubic", T.InterpolationMode.BILINEAR: "bilinear"}
 
 
@@ -229,6 +241,7 @@ class DecodedBank:
         self._thread = None
         if prefill and self.impaths:
             self._thread = threading.Thread(target=self._prefill, name="dpc-negative-decode", daemon=True)
+            _prefilling.add(self)
             self._thread.start()
 
     def __len__(self) -> int:
@@ -283,8 +296,10 @@ class DecodedBank:
             self._thread.join(timeout)
 
     def close(self) -> None:
+        """Stop the decode thread (after the image it is decoding) and wait for it; draws still work."""
         self._stop.set()
         self.wait_prefilled()
+        _prefilling.discard(self)
 
     # ------------------------------------------------------------ draws
     def load(self, indices: Sequence[int], device=None) -> torch.Tensor:
