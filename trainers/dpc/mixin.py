@@ -123,7 +123,8 @@ class DPCMixin:
               f"w_n={d.W_NEW:g}, base prompt {d.BASE_PROMPT})")
         print(tensor_rules.report(self.dpc_prompts, self.dpc_weighted, mixed_new, owner,
                                   (f"DPC.W_BASE_TENSORS {d.W_BASE_TENSORS}", f"DPC.W_NEW_TENSORS {d.W_NEW_TENSORS}")))
-        decoupling.set_mode(self.dpc_net, "train")
+        self.dpc_modes = decoupling.Modes(self.dpc_net)  # listed once: the mode changes twice per step
+        self.dpc_modes.set("train")
         self.dpc_sampler = self.dpc_bank = self.dpc_capture = self.dpc_stage1_text = None
         if self.dpc_stage1 is not None:
             self._dpc_build_sampler()
@@ -241,7 +242,7 @@ class DPCMixin:
 
     def _dpc_stage1_features(self, images):
         """Anchors' image features and the text features under the stage-1 prompts P (no gradients)."""
-        with torch.no_grad(), decoupling.mode(self.dpc_net, "stage1"):
+        with torch.no_grad(), self.dpc_modes.switched("stage1"):
             if self._dpc_custom_features():
                 return self.dpc_features(images)
             fixed = self.dpc_capture.can_fix_text()  # text of P does not change: computed once
@@ -417,8 +418,8 @@ class DPCMixin:
 
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
-        if getattr(self, "dpc_prompts", None):
-            decoupling.set_mode(self.dpc_net, "train" if mode == "train" else self.dpc_eval_mode())
+        if getattr(self, "dpc_modes", None):
+            self.dpc_modes.set("train" if mode == "train" else self.dpc_eval_mode())
 
     def test(self, split=None):
         d = self.cfg.DPC
