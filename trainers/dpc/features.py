@@ -89,19 +89,19 @@ def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor) -> 
 
 @contextlib.contextmanager
 def eval_modules(model: nn.Module, modules: Optional[List[nn.Module]] = None):
-    """Modules in eval mode for the block (restoring each module's own flag afterwards).
-
-    ``modules``: ``list(model.modules())`` when the caller has it (``FeatureCapture`` lists them once instead of
-    walking the model twice per step)."""
+    """Every module's ``training`` flag off for the block, each module's own flag restored afterwards (flags are set
+    directly: a ``train()`` override is not called). ``modules``: ``list(model.modules())`` when the caller holds it
+    (``FeatureCapture`` lists them once, not at every call)."""
     modules = list(model.modules()) if modules is None else modules
     flags = [m.training for m in modules]
+    set_flag = object.__setattr__  # a plain attribute, set as Module.__init__ does (Module.__setattr__ is 10x slower)
     for m in modules:
-        m.training = False
+        set_flag(m, "training", False)
     try:
         yield
     finally:
         for m, flag in zip(modules, flags):
-            m.training = flag
+            set_flag(m, "training", flag)
 
 
 @contextlib.contextmanager
