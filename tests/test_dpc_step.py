@@ -105,3 +105,36 @@ def test_the_step_is_the_restated_step_bit_for_bit(workspace, tmp_path, name):
         for n in trained:
             assert torch.equal(ours[n], params[n]), n
     assert decoupling.get_mode(dpc.dpc_net) == "train" and dpc.dpc_net.training
+
+
+@pytest.mark.parametrize("name", ["CoOp", "PromptSRC"])
+def test_our_backbones_epoch_end_without_the_replay_is_the_replay(workspace, tmp_path, monkeypatch, name):
+    """Our backbones' forward_backward only steps the schedule at epoch end, so stage 2 does not replay it: two
+    epochs leave the same tensors, optimizer and schedule state and random state as with the replay."""
+    from dassl.utils import set_random_seed
+
+    from trainers.base import PromptTrainer
+    from trainers.dpc import replay
+
+    config1, config2, depth_keys = CONFIGS[name]
+    depth = [x for key in depth_keys for x in (key, "2")]
+    build(workspace, name, config1, tmp_path / "stage1", *depth).save_model(0, str(tmp_path / "stage1"))
+
+    def two_epochs(out):
+        set_random_seed(1)  # as train.py's main does before building
+        dpc = build(workspace, f"DPC_{name}", config2, tmp_path / out, "DPC.STAGE1_DIR", str(tmp_path / "stage1"),
+                    "DPC.STAGE1_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DPC.TOPK", "2",
+                    "OPTIM.MAX_EPOCH", "2", "OPTIM.WARMUP_EPOCH", "1", "TEST.NO_TEST", "True", *depth)
+        dpc.train()
+        return ({k: v.clone() for k, v in dpc.dpc_net.state_dict().items()}, dpc.optim.state_dict(),
+                dpc.sched.state_dict(), torch.get_rng_state(), dpc.dpc_sampler.rng.getstate())
+
+    assert not replay.replay_needed(PromptTrainer.forward_backward)
+    skipped = two_epochs("skipped")
+    monkeypatch.setattr(PromptTrainer.forward_backward, replay.ONLY_UPDATES_LR, False)
+    replayed = two_epochs("replayed")
+    state, optim, sched, rng, sampler_rng = skipped
+    assert state.keys() == replayed[0].keys() and all(torch.equal(v, replayed[0][k]) for k, v in state.items())
+    assert str(optim) == str(replayed[1]) and sched == replayed[2]
+    assert sched["_last_lr"] == pytest.approx([sched["base_lrs"][0] / 2])  # warm-up, then half the cosine: 2 steps
+    assert torch.equal(rng, replayed[3]) and sampler_rng == replayed[4]

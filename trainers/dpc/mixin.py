@@ -303,8 +303,9 @@ class DPCMixin:
             print(note)
         if not self._dpc_custom_features():
             self._dpc_find_features()
-        print(f"DPC: each epoch's last batch also runs {self.dpc_backbone_name()}.forward_backward without its "
-              "optimizer step, for what it does at epoch end (learning-rate schedule, weight averaging)")
+        if replay.replay_needed(super().forward_backward):
+            print(f"DPC: each epoch's last batch also runs {self.dpc_backbone_name()}.forward_backward without its "
+                  "optimizer step, for what it does at epoch end (learning-rate schedule, weight averaging)")
         atomic_write_text(os.path.join(self.output_dir, "dpc_stage1.json"),
                           json.dumps(self.dpc_stage1, indent=2) + "\n")
 
@@ -385,7 +386,13 @@ class DPCMixin:
         """The backbone's ``forward_backward`` on the last batch, optimizer steps off: its epoch-end work runs.
 
         The learning-rate schedule steps once: in the replay if the backbone steps it there (through
-        ``update_lr`` or its scheduler directly), else here. Batch-norm statistics do not move in the replay."""
+        ``update_lr`` or its scheduler directly), else here. Batch-norm statistics do not move in the replay.
+        A backbone whose ``forward_backward`` declares that it only steps the schedule at epoch end
+        (``replay.only_updates_lr``: ours) is not replayed: the same state without a forward and backward pass."""
+        if not replay.replay_needed(super().forward_backward):
+            self.model_zero_grad()
+            self.update_lr()
+            return
         scheduler_steps = []
         with contextlib.ExitStack() as stack:
             for optim in replay.unique(self._optims.values()):
