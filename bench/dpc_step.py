@@ -49,7 +49,7 @@ import train  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.dpc.image_bank import ImageBank  # noqa: E402
-from step_profile import profile_steps  # noqa: E402
+from bench.step_profile import profile_steps  # noqa: E402
 
 CONFIGS = {  # stage 1 (batch 32), stage 2 (batch 4, K 8), the config node, prompt-depth keys
     "CoOp": ("configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml",

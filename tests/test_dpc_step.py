@@ -11,20 +11,11 @@ import torch.nn.functional as F
 
 pytest.importorskip("dassl")
 
+from bench.dpc_step import CONFIGS  # noqa: E402  (stage 1, stage 2, prompt-depth keys per backbone)
 from tests.conftest import ROOT  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.dpc import decoupling  # noqa: E402
-
-CONFIGS = {  # stage 1, stage 2, prompt-depth keys (the tiny CLIP has 4 layers)
-    "CoOp": ("configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml",
-             "configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_lr35_top8.yaml", []),
-    "MaPLe": ("configs/trainers/MaPLe/vit_b16_c2_ep20_batch32_2ctx.yaml",
-              "configs/trainers/DPC/MaPLe/vit_b16_c2_ep20_batch4_2ctx_top8.yaml", ["TRAINER.MAPLE.PROMPT_DEPTH"]),
-    "PromptSRC": ("configs/trainers/PromptSRC/vit_b16_c2_ep20_batch32_4+4ctx.yaml",
-                  "configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml",
-                  ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT"]),
-}
 
 
 @pytest.fixture(scope="module")
