@@ -7,17 +7,22 @@ For CoOp, MaPLe and PromptSRC: builds real Dassl trainers on a synthetic 100-cla
   negative images and their augmentation included, as they run in the training process;
 - the backbone: a batch of L images (L = DPC's mean number of pairs), and of 32 images.
 The DPC step runs twice: with the decoded store (``DecodedBank``, the default) and with the per-draw PIL
-path (``ImageBank``, what ran before). Blocks of steps are interleaved (backbone, DPC, DPC-PIL, backbone, ...)
-so that load from other processes hits all of them alike. Reported per trainer: ms per step, images per
-second, the shares of the step spent in the sampler (stage-1 scoring, choosing, negatives) and in the
-negative pipeline alone, and memory: the activations one step keeps for its backward pass (tensors saved by
-autograd, storages counted once; the part of a step's peak that grows with the images), on CUDA also the
-step's peak allocation over what was allocated before (torch.cuda.max_memory_allocated).
-Targets: DPC step <= 1.2x the backbone's at equal L, negative pipeline <= 10% of the step.
+path (``ImageBank``, what ran before; ``--no-pil`` skips it). Blocks of steps are interleaved, the order
+reversed every other round (backbone-32, backbone-L, DPC, DPC-PIL, DPC-PIL, DPC, backbone-L, ...), so that load
+from other processes hits all of them alike. Reported per trainer: ms per step, images per second, the shares of
+the step spent in the sampler (stage-1 scoring, choosing, negatives) and in the negative pipeline alone, the DPC
+step's forward + backward + update (the step without the sampler) against the backbone's whole step at equal L
+(the ratio of each round's two adjacent blocks: median and range, by the wall clock and by the process's CPU
+time, which a loaded machine disturbs less), and memory: the activations one step keeps for its backward
+pass (tensors saved by autograd, storages counted once; the part of a step's peak that grows with the images),
+on CUDA also the step's peak allocation over what was allocated before (torch.cuda.max_memory_allocated).
+Targets: DPC step <= 1.2x the backbone's at equal L, its forward + backward + update <= 1.02x, negative
+pipeline <= 10% of the step. ``--profile`` prints where the time of both steps goes instead (``step_profile.py``).
 
-    python bench/dpc_step.py                                  # CPU, width 256, 6 layers, 224 px, 1 thread
+    python bench/dpc_step.py --no-pil                         # CPU, width 256, 6 layers, 224 px, 1 thread
     python bench/dpc_step.py --device cuda --size vit-b16     # real-size ViT-B/16 shapes (random weights)
     python bench/dpc_step.py --backbones CoOp --json out.json
+    python bench/dpc_step.py --profile                        # phases, towers and operators of both steps
 """
 import argparse
 import contextlib
@@ -44,6 +49,7 @@ import train  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.dpc.image_bank import ImageBank  # noqa: E402
+from bench.step_profile import profile_steps  # noqa: E402
 
 CONFIGS = {  # stage 1 (batch 32), stage 2 (batch 4, K 8), the config node, prompt-depth keys
     "CoOp": ("configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml",
@@ -59,7 +65,9 @@ SIZES = {"small": dict(width=256, layers=6, patch_size=32), "vit-b16": dict(widt
 
 # ---------------------------------------------------------------- measuring
 class Meter:
-    """Synchronised wall time and peak memory of a block of steps on ``device``."""
+    """Synchronised wall time, the process's CPU time and peak memory of a block of steps on ``device``. CPU time
+    leaves out the time the process waits for a core, so it stays close to an idle machine's figures on a loaded
+    one (CPU runs; on CUDA it only counts the host)."""
 
     def __init__(self, device):
         self.device = torch.device(device)
@@ -73,13 +81,13 @@ class Meter:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def stop(self):
         self.sync()
-        seconds = time.perf_counter() - self.t0
+        seconds, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
         peak = torch.cuda.max_memory_allocated() - self.base if self.device.type == "cuda" else 0
-        return seconds, peak
+        return seconds, cpu, peak
 
 
 def saved_activations(trainer, batch) -> int:
@@ -96,18 +104,19 @@ def saved_activations(trainer, batch) -> int:
 
 
 class Timed:
-    """Wraps ``obj.method``: total synchronised seconds of its calls."""
+    """Wraps ``obj.method``: total synchronised seconds (wall and CPU) of its calls."""
 
     def __init__(self, obj, method, meter):
-        self.seconds, self.calls = 0.0, []
+        self.seconds, self.cpu, self.calls = 0.0, 0.0, []
         call = getattr(obj, method)
 
         def timed(*args, **kwargs):
             meter.sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = call(*args, **kwargs)
             meter.sync()
             self.seconds += time.perf_counter() - t0
+            self.cpu += time.process_time() - c0
             self.calls.append(out)
             return out
 
@@ -194,28 +203,37 @@ def bench_backbone(work, name, a, opts):
     equal = [{k: v[:n] for k, v in b.items()} for b in big]
     run_steps(backbone, equal[:a.warmup], meter)
     run_steps(backbone, big[:a.warmup], meter)
+    if a.profile:
+        phases = profile_steps(backbone, dpc, dpc_data[a.warmup:a.warmup + a.steps], big[a.warmup:a.warmup + a.steps])
+        dpc.close_writer()
+        backbone.close_writer()
+        return {"trainer": name, "profile_ms_per_step": phases}
 
-    rows = {key: {"seconds": [], "peak": [], "sampler": 0.0, "negatives": 0.0, "pairs": []}
-            for key in ("backbone_L", "backbone_32", "dpc", "dpc_pil")}
+    rows = {key: {"seconds": [], "cpu": [], "peak": [], "sampler": 0.0, "negatives": 0.0, "pairs": [], "fbu": [],
+                  "fbu_cpu": []}
+            for key in ("backbone_32", "backbone_L", "dpc", "dpc_pil")}  # DPC's blocks next to backbone_L's
     saved = {"backbone_L": saved_activations(backbone, equal[0]), "backbone_32": saved_activations(backbone, big[0]),
              "dpc": saved_activations(dpc, dpc_data[0])}
-    for r in range(a.rounds):  # interleaved blocks of steps
+    for r in range(a.rounds):  # interleaved blocks of steps, in reverse order every other round
         part = slice(a.warmup + r * steps, a.warmup + (r + 1) * steps)
-        for key in rows:
+        for key in (list(rows) if r % 2 == 0 else list(rows)[::-1]):
             if key == "dpc_pil" and pil is None:
                 continue
             if key.startswith("backbone"):
-                secs, peak = run_steps(backbone, (equal if key == "backbone_L" else big)[part], meter)
+                secs, cpu, peak = run_steps(backbone, (equal if key == "backbone_L" else big)[part], meter)
             else:
                 bank = decoded if key == "dpc" else pil
                 timer = negs["decoded" if key == "dpc" else "pil"]
                 dpc.dpc_bank = bank
-                s0, n0, c0 = sampler.seconds, timer.seconds, len(sampler.calls)
-                secs, peak = run_steps(dpc, dpc_data[part], meter)
+                s0, sc0, n0, c0 = sampler.seconds, sampler.cpu, timer.seconds, len(sampler.calls)
+                secs, cpu, peak = run_steps(dpc, dpc_data[part], meter)
                 rows[key]["sampler"] += sampler.seconds - s0
+                rows[key]["fbu"].append((secs - (sampler.seconds - s0)) / steps)  # forward + backward + update
+                rows[key]["fbu_cpu"].append((cpu - (sampler.cpu - sc0)) / steps)
                 rows[key]["negatives"] += timer.seconds - n0
                 rows[key]["pairs"] += [len(out[1]) for out in sampler.calls[c0:]]
             rows[key]["seconds"].append(secs / steps)
+            rows[key]["cpu"].append(cpu / steps)
             rows[key]["peak"].append(peak)
     dpc.dpc_bank = decoded
     dpc.close_writer()
@@ -232,11 +250,18 @@ def bench_backbone(work, name, a, opts):
         entry = {"step_ms": round(step * 1000, 1), "img_per_s": round(images / step, 1),
                  "step_ms_min": round(min(row["seconds"]) * 1000, 1),
                  "step_ms_rounds": [round(s * 1000, 1) for s in row["seconds"]],
+                 "step_cpu_ms": round(statistics.median(row["cpu"]) * 1000, 1),
                  "saved_activations_MiB": round(saved[key] / 2 ** 20, 1) if key in saved else None}
         if meter.device.type == "cuda":
             entry["cuda_peak_MiB"] = round(max(row["peak"]) / 2 ** 20, 1)
         if key.startswith("dpc"):
             total = sum(row["seconds"]) * steps
+            for clock, backbone_clock in (("fbu", "seconds"), ("fbu_cpu", "cpu")):
+                ratios = [f / b for f, b in zip(row[clock], rows["backbone_L"][backbone_clock])]  # same round
+                entry.update({f"{clock}_ms": round(statistics.median(row[clock]) * 1000, 1),
+                              f"{clock}_ms_rounds": [round(f * 1000, 1) for f in row[clock]],
+                              f"{clock}_ratio": round(statistics.median(ratios), 3),
+                              f"{clock}_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]})
             entry.update(sampler_share=round(row["sampler"] / total, 3), negatives_share=round(row["negatives"] / total, 3),
                          negatives_ms=round(row["negatives"] / (steps * a.rounds) * 1000, 2),
                          mean_L=round(statistics.mean(row["pairs"]), 1))
@@ -272,6 +297,22 @@ def print_table(results):
           "<= 1.2), (min): the same with each trainer's fastest block; sampler: stage-1 "
           "scoring + choice + negatives; negatives: the negative pipeline alone (target <= 10%); saved: activations kept "
           "for backward (MiB)")
+    print(f"\nforward + backward + update at equal images (DPC: its step without the sampler)\n"
+          f"{'':23}{'wall clock':-^46}{'':3}{'CPU time':-^46}\n{'trainer':<16}{'images':>7}"
+          + f"{'backbone ms':>13}{'DPC ms':>9}{'ratio':>9}{'range':>15}{'':3}" * 2)
+    for r in results:
+        for key, label in (("dpc", f"DPC_{r['trainer']}"), ("dpc_pil", f"DPC_{r['trainer']} PIL")):
+            e = r.get(key)
+            if e is None:
+                continue
+            cells = ""
+            for clock, backbone_ms in (("fbu", r["backbone_L"]["step_ms"]), ("fbu_cpu", r["backbone_L"]["step_cpu_ms"])):
+                low, high = e[f"{clock}_ratio_range"]
+                cells += (f"{backbone_ms:>13.1f}{e[f'{clock}_ms']:>9.1f}{e[f'{clock}_ratio']:>9.3f}"
+                          f"{f'{low:.3f}-{high:.3f}':>15}{'':3}")
+            print(f"{label:<16}{e['mean_L']:>7}{cells}")
+    print("ratio: each round's DPC block over the same round's backbone block (adjacent in time), median over the "
+          "rounds and their range (target <= 1.02); CPU time leaves out waiting for a core (a loaded machine)")
 
 
 def main():
@@ -283,13 +324,16 @@ def main():
     parser.add_argument("--classes", type=int, default=100, help="dataset classes (half are base classes)")
     parser.add_argument("--photo", default="500x375", help="JPEG size WxH")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=5, help="steps per block")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved blocks per trainer")
+    parser.add_argument("--steps", type=int, default=3, help="steps per block (--profile: steps profiled)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved blocks per trainer")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--no-pil", dest="pil", action="store_false", help="skip the per-draw PIL comparison")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile --steps steps of each trainer (phases, towers, operators) instead of timing")
     parser.add_argument("--json", help="also write the figures to this file")
     a = parser.parse_args()
+    a.pil = a.pil and not a.profile
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda, but torch sees no CUDA device; run on a GPU machine or use --device cpu")
     torch.set_num_threads(a.threads)
@@ -315,7 +359,8 @@ def main():
             "prec": a.prec, "load_after": [round(x, 2) for x in load]}
     print(f"\n{meta['device']}, {a.threads} thread(s), CLIP {a.size} {shape}, {a.image_size} px, photos {a.photo}, "
           f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print_table(results)
+    if not a.profile:
+        print_table(results)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=2)

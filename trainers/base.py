@@ -16,7 +16,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from .clip_loader import effective_precision, load_clip
 from .models.vl_prompts import check_image_size
 from .options import check_dataset_options, check_trainer_options
-from .dpc import dassl_compat
+from .dpc import dassl_compat, replay
 from .dpc.errors import ConfigError
 from .dpc.checkpoint import (check_evaluated_classes, discard_incomplete, load_state_checked, read_saved_model,
                              restore_training_state, save_registered_models)
@@ -76,6 +76,7 @@ class PromptTrainer(TrainerX):
         logged.update({name: value.item() for name, value in terms.items()})
         return ce + sum(terms.values()), logged
 
+    @replay.only_updates_lr  # DPC stage 2 need not replay it at epoch end
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
         if self.scaler is not None:

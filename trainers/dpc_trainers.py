@@ -5,7 +5,7 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import PromptTrainer
 from .cocoop import CoCoOp
 from .coop import CoOp
-from .dpc import DPCMixin, decoupling
+from .dpc import DPCMixin
 from .ivlp import IVLP
 from .kgcoop import KgCoOp
 from .maple import MaPLe
@@ -88,7 +88,7 @@ class DPC_PromptKD(DPCMixin, PromptKD):
 
     def dpc_text_features(self):
         """Normalised text features of the trained classes under the current mode's text prompts."""
-        if decoupling.get_mode(self.dpc_net) == "stage1":  # the teacher's prompts: its features, computed once
+        if self.dpc_modes.get() == "stage1":  # the teacher's prompts: its features, computed once
             return self.model.text_features
         return F.normalize(self.model.prompt_learner.dpc_text.features(self.teacher, self.class_rows), dim=-1)
 
@@ -109,7 +109,7 @@ class DPC_PromptKD(DPCMixin, PromptKD):
         return {"kd": self.distill(images, image_features, self.model.text_features, teacher)[0]}
 
     def model_inference(self, images):
-        if decoupling.get_mode(self.dpc_net) in ("stage1", "new"):
+        if self.dpc_modes.get() in ("stage1", "new"):
             return self.model(images)  # the teacher's text features of the evaluated classes
         if self.dpc_eval_text is None:
             self.dpc_eval_text = self.dpc_text_features()

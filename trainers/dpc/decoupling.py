@@ -221,33 +221,49 @@ def _duals(root: nn.Module) -> Iterator[nn.Module]:
     return (m for m in root.modules() if isinstance(m, (DualPrompt, DualStatistics)))
 
 
+class Modes:
+    """The duals of ``root`` (dual prompts and stage-1 statistics), listed once: a trainer switches modes every
+    step (stage 1 scores the negatives) without walking the whole model each time."""
+
+    def __init__(self, root: nn.Module):
+        self.duals = list(_duals(root))
+        if not self.duals:
+            raise ValueError("model has no dual prompts; call trainers.dpc.decoupling.attach first")
+
+    def set(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"dual-prompt mode must be one of {MODES}, got {mode!r}")
+        for dual in self.duals:
+            dual.mode = mode
+
+    def get(self) -> str:
+        modes = {dual.mode for dual in self.duals}
+        if len(modes) != 1:
+            raise ValueError(f"dual prompts are in mixed modes: {sorted(modes)}")
+        return modes.pop()
+
+    @contextlib.contextmanager
+    def switched(self, name: str):
+        """Every dual in mode ``name`` during the block."""
+        previous = self.get()
+        self.set(name)
+        try:
+            yield
+        finally:
+            self.set(previous)
+
+
 def set_mode(root: nn.Module, mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"dual-prompt mode must be one of {MODES}, got {mode!r}")
-    found = False
-    for dual in _duals(root):
-        dual.mode = mode
-        found = True
-    if not found:
-        raise ValueError("model has no dual prompts; call trainers.dpc.decoupling.attach first")
+    Modes(root).set(mode)
 
 
 def get_mode(root: nn.Module) -> str:
-    modes = {dual.mode for dual in _duals(root)}
-    if len(modes) != 1:
-        raise ValueError(f"dual prompts are in mixed or no modes: {sorted(modes)}")
-    return modes.pop()
+    return Modes(root).get()
 
 
-@contextlib.contextmanager
 def mode(root: nn.Module, name: str):
-    """Temporarily switch every dual prompt of ``root`` to mode ``name``."""
-    previous = get_mode(root)
-    set_mode(root, name)
-    try:
-        yield
-    finally:
-        set_mode(root, previous)
+    """Temporarily switch every dual prompt of ``root`` to mode ``name`` (a context manager)."""
+    return Modes(root).switched(name)
 
 
 def set_weights(root: nn.Module, w_base: float | None = None, w_new: float | None = None) -> None:

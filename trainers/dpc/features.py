@@ -88,15 +88,20 @@ def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor) -> 
 
 
 @contextlib.contextmanager
-def eval_modules(model: nn.Module):
-    """Modules in eval mode for the block (restoring each module's own flag afterwards)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+def eval_modules(model: nn.Module, modules: Optional[List[nn.Module]] = None):
+    """Every module's ``training`` flag off for the block, each module's own flag restored afterwards (flags are set
+    directly: a ``train()`` override is not called). ``modules``: ``list(model.modules())`` when the caller holds it
+    (``FeatureCapture`` lists them once, not at every call)."""
+    modules = list(model.modules()) if modules is None else modules
+    flags = [m.training for m in modules]
+    set_flag = object.__setattr__  # a plain attribute, set as Module.__init__ does (Module.__setattr__ is 10x slower)
+    for m in modules:
+        set_flag(m, "training", False)
     try:
         yield
     finally:
-        for m, flag in flags:
-            m.training = flag
+        for m, flag in zip(modules, flags):
+            set_flag(m, "training", flag)
 
 
 @contextlib.contextmanager
@@ -216,6 +221,7 @@ class FeatureCapture:
         modules = dict(model.named_modules())
         self.model, self.sites = model, sites
         self.image_module, self.text_module = modules[sites.image], modules[sites.text]
+        self.modules = list(model.modules())  # the model's structure is fixed from here on
 
     def can_reuse_anchors(self) -> bool:
         return self.sites.frozen_image and self.sites.image_takes_only_images
@@ -239,7 +245,7 @@ class FeatureCapture:
                 stack.enter_context(replaced(self.text_module, "forward", lambda *args, **kwargs: text))
             if anchors is not None:
                 stack.enter_context(replaced(self.image_module, "forward", self._encode_after(anchors)))
-            stack.enter_context(eval_modules(self.model))
+            stack.enter_context(eval_modules(self.model, self.modules))
             self.model(images)
         if len(image_out) != 1:
             raise RuntimeError(f"{self.sites.image} ran {len(image_out)} times in one forward; expected once")

@@ -107,7 +107,8 @@ class DPCMixin:
               f"w_n={d.W_NEW:g}, base prompt {d.BASE_PROMPT})")
         print(tensor_rules.report(self.dpc_prompts, self.dpc_weighted, mixed_new, owner,
                                   (f"DPC.W_BASE_TENSORS {d.W_BASE_TENSORS}", f"DPC.W_NEW_TENSORS {d.W_NEW_TENSORS}")))
-        decoupling.set_mode(self.dpc_net, "train")
+        self.dpc_modes = decoupling.Modes(self.dpc_net)  # listed once: the mode changes twice per step
+        self.dpc_modes.set("train")
         self.dpc_sampler = self.dpc_bank = self.dpc_capture = self.dpc_stage1_text = None
         if self.dpc_stage1 is not None:
             self._dpc_build_sampler()
@@ -222,7 +223,7 @@ class DPCMixin:
 
     def _dpc_stage1_features(self, images):
         """Anchors' image features and the text features under the stage-1 prompts P (no gradients)."""
-        with torch.no_grad(), decoupling.mode(self.dpc_net, "stage1"):
+        with torch.no_grad(), self.dpc_modes.switched("stage1"):
             if self._dpc_custom_features():
                 return self.dpc_features(images)
             fixed = self.dpc_capture.can_fix_text()  # text of P does not change: computed once
@@ -292,8 +293,9 @@ class DPCMixin:
             print(note)
         if not self._dpc_custom_features():
             self._dpc_find_features()
-        print(f"DPC: each epoch's last batch also runs {self.dpc_backbone_name()}.forward_backward without its "
-              "optimizer step, for what it does at epoch end (learning-rate schedule, weight averaging)")
+        if replay.replay_needed(super().forward_backward):
+            print(f"DPC: each epoch's last batch also runs {self.dpc_backbone_name()}.forward_backward without its "
+                  "optimizer step, for what it does at epoch end (learning-rate schedule, weight averaging)")
         atomic_write_text(os.path.join(self.output_dir, "dpc_stage1.json"),
                           json.dumps(self.dpc_stage1, indent=2) + "\n")
 
@@ -374,7 +376,13 @@ class DPCMixin:
         """The backbone's ``forward_backward`` on the last batch, optimizer steps off: its epoch-end work runs.
 
         The learning-rate schedule steps once: in the replay if the backbone steps it there (through
-        ``update_lr`` or its scheduler directly), else here. Batch-norm statistics do not move in the replay."""
+        ``update_lr`` or its scheduler directly), else here. Batch-norm statistics do not move in the replay.
+        A backbone whose ``forward_backward`` declares that it only steps the schedule at epoch end
+        (``replay.only_updates_lr``: ours) is not replayed: the same state without a forward and backward pass."""
+        if not replay.replay_needed(super().forward_backward):
+            self.model_zero_grad()
+            self.update_lr()
+            return
         scheduler_steps = []
         with contextlib.ExitStack() as stack:
             for optim in replay.unique(self._optims.values()):
@@ -407,8 +415,8 @@ class DPCMixin:
 
     def set_model_mode(self, mode="train", names=None):
         super().set_model_mode(mode, names)
-        if getattr(self, "dpc_prompts", None):
-            decoupling.set_mode(self.dpc_net, "train" if mode == "train" else self.dpc_eval_mode())
+        if getattr(self, "dpc_modes", None):
+            self.dpc_modes.set("train" if mode == "train" else self.dpc_eval_mode())
 
     def test(self, split=None):
         d = self.cfg.DPC

@@ -9,6 +9,22 @@ import torch
 from .features import replaced
 
 
+ONLY_UPDATES_LR = "dpc_epoch_end_only_update_lr"
+
+
+def only_updates_lr(forward_backward):
+    """Decorator: this ``forward_backward`` does nothing at an epoch's end but ``self.update_lr()`` (no state it
+    keeps, no random draws beyond the step itself), so DPC calls ``update_lr`` instead of replaying it. A subclass
+    that overrides ``forward_backward`` is replayed again unless it declares the same."""
+    setattr(forward_backward, ONLY_UPDATES_LR, True)
+    return forward_backward
+
+
+def replay_needed(forward_backward) -> bool:
+    """Whether a backbone's (bound) ``forward_backward`` must be replayed at epoch end to do its epoch-end work."""
+    return not getattr(forward_backward, ONLY_UPDATES_LR, False)
+
+
 def unique(objects):
     """The distinct non-None objects, in order."""
     return list({id(o): o for o in objects if o is not None}.values())
