@@ -73,7 +73,8 @@ def test_an_output_directory_that_is_a_file_is_one_clear_error(tmp_path, output)
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     where = "is" if output == "a_file" else f"lies under {tmp_path / 'a_file'}, which is"
-    assert f"error: the output directory {out} {where} a file, not a directory: give another --output-dir" in proc.stderr
+    assert f"error: the output directory {out} {where} a file, not a directory: give another --output-dir" \
+        in proc.stderr
 
 
 AT_EXIT = """
