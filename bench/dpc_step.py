@@ -51,9 +51,8 @@ from dassl.utils import set_random_seed  # noqa: E402
 import train  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
-from trainers.dpc.features import replaced  # noqa: E402
 from trainers.dpc.image_bank import ImageBank  # noqa: E402
-from bench.step_profile import profile_steps  # noqa: E402
+from bench.step_profile import drawn_pairs, profile_steps, sampler_output  # noqa: E402
 
 CONFIGS = {  # stage 1 (batch 32), stage 2 (batch 4, K 8), the config node, prompt-depth keys
     "CoOp": ("configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml",
@@ -191,18 +190,15 @@ def paired_steps(backbone, dpc, data, meter) -> dict:
     step with those outputs (no sampling: its forward, loss, backward and update) and the backbone's step on the
     same pairs (anchors and negatives, the pairs' labels) are timed next to each other, in alternating order.
     Per-step ratios DPC / backbone: median and quartiles, by wall clock and by CPU time."""
-    drawn = [type(dpc).dpc_batch(dpc, b["img"].to(dpc.device), b["label"].to(dpc.device)) for b in data]
     times = {"dpc": [], "backbone": []}
-    for k, (batch, out) in enumerate(zip(data, drawn)):
-        negatives, labels, _ = out
-        pairs = {"img": torch.cat([batch["img"].to(negatives.device), negatives]), "label": labels}
+    for k, (batch, out, pairs) in enumerate(drawn_pairs(dpc, data)):
         steps = [("dpc", dpc, batch), ("backbone", backbone, pairs)]
         for key, trainer, step_batch in (steps if k % 2 == 0 else steps[::-1]):
-            with replaced(dpc, "dpc_batch", lambda images, labels, _out=out: _out):
+            with sampler_output(dpc, out):
                 meter.start()
                 trainer.forward_backward(step_batch)
                 secs, cpu, _ = meter.stop()
-            times[key].append((secs, cpu, len(labels)))
+            times[key].append((secs, cpu, len(pairs["label"])))
     result = {"steps": len(data), "mean_L": round(statistics.mean(t[2] for t in times["dpc"]), 1)}
     for clock, i in (("wall", 0), ("cpu", 1)):
         ratios = sorted(d[i] / b[i] for d, b in zip(times["dpc"], times["backbone"]))
@@ -253,7 +249,7 @@ def bench_backbone(work, name, a, opts):
     if a.rounds:
         run_steps(backbone, big[:a.warmup], meter)
     if a.profile:
-        phases = profile_steps(backbone, dpc, dpc_data[a.warmup:a.warmup + a.steps], big[a.warmup:a.warmup + a.steps])
+        phases = profile_steps(backbone, dpc, dpc_data[a.warmup:a.warmup + a.steps])
         dpc.close_writer()
         backbone.close_writer()
         return {"trainer": name, "profile_ms_per_step": phases}
