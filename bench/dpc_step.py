@@ -10,22 +10,25 @@ The DPC step runs twice: with the decoded store (``DecodedBank``, the default) a
 path (``ImageBank``, what ran before; ``--no-pil`` skips it). Blocks of steps are interleaved, the order
 reversed every other round (backbone-32, backbone-L, DPC, DPC-PIL, DPC-PIL, DPC, backbone-L, ...), so that load
 from other processes hits all of them alike. Reported per trainer: ms per step, images per second, the shares of
-the step spent in the sampler (stage-1 scoring, choosing, negatives) and in the negative pipeline alone, the DPC
-step's forward + backward + update (the step without the sampler) against the backbone's whole step at equal L
-(the ratio of each round's two adjacent blocks: median and range, by the wall clock and by the process's CPU
-time, which a loaded machine disturbs less), and memory: the activations one step keeps for its backward
-pass (tensors saved by autograd, storages counted once; the part of a step's peak that grows with the images),
-on CUDA also the step's peak allocation over what was allocated before (torch.cuda.max_memory_allocated).
+the step spent in the sampler (stage-1 scoring, choosing, negatives) and in the negative pipeline alone, and
+memory: the activations one step keeps for its backward pass (tensors saved by autograd, storages counted once;
+the part of a step's peak that grows with the images), on CUDA also the step's peak allocation over what was
+allocated before (torch.cuda.max_memory_allocated). Then the DPC step's forward + backward + update against the
+backbone's step on the very same image-class pairs, step next to step (``paired_steps``): the ratio by wall clock
+and by the process's CPU time (which a loaded machine disturbs less).
 Targets: DPC step <= 1.2x the backbone's at equal L, its forward + backward + update <= 1.02x, negative
 pipeline <= 10% of the step. ``--profile`` prints where the time of both steps goes instead (``step_profile.py``).
+Freed memory stays in the process (``keep_freed_memory``; ``--glibc-malloc``: glibc's defaults), for steadier steps.
 
     python bench/dpc_step.py --no-pil                         # CPU, width 256, 6 layers, 224 px, 1 thread
+    python bench/dpc_step.py --rounds 0                       # only forward + backward + update (~5 min)
     python bench/dpc_step.py --device cuda --size vit-b16     # real-size ViT-B/16 shapes (random weights)
     python bench/dpc_step.py --backbones CoOp --json out.json
     python bench/dpc_step.py --profile                        # phases, towers and operators of both steps
 """
 import argparse
 import contextlib
+import ctypes
 import gc
 import glob
 import io
@@ -49,7 +52,7 @@ import train  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
 from trainers.dpc.image_bank import ImageBank  # noqa: E402
-from bench.step_profile import profile_steps  # noqa: E402
+from bench.step_profile import drawn_pairs, profile_steps, sampler_output  # noqa: E402
 
 CONFIGS = {  # stage 1 (batch 32), stage 2 (batch 4, K 8), the config node, prompt-depth keys
     "CoOp": ("configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml",
@@ -64,6 +67,19 @@ SIZES = {"small": dict(width=256, layers=6, patch_size=32), "vit-b16": dict(widt
 
 
 # ---------------------------------------------------------------- measuring
+def keep_freed_memory() -> bool:
+    """glibc: keep memory a step frees for the next one (no trimming of the heap, tensors up to 32 MiB from the heap,
+    not mmap). By default glibc hands much of it back to the kernel, and the next step takes it again page by page:
+    0 to ~47k page faults a step, their count varying from step to step (up to ~0.1 s of a 1.2 s step on the CPU),
+    for the backbone and DPC alike. Without them both run steadier. False where it does not apply (not glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(libc.mallopt(m_trim_threshold, 2 ** 31 - 1)) and bool(libc.mallopt(m_mmap_threshold, 32 << 20))
+
+
 class Meter:
     """Synchronised wall time, the process's CPU time and peak memory of a block of steps on ``device``. CPU time
     leaves out the time the process waits for a core, so it stays close to an idle machine's figures on a loaded
@@ -167,6 +183,34 @@ def run_steps(trainer, data, meter):
     return meter.stop()
 
 
+def paired_steps(backbone, dpc, data, meter) -> dict:
+    """The DPC step's forward + backward + update against the backbone's step on the very same image-class pairs.
+
+    The sampler's outputs are drawn first (stage-1 scoring, real negative images); then, batch after batch, the DPC
+    step with those outputs (no sampling: its forward, loss, backward and update) and the backbone's step on the
+    same pairs (anchors and negatives, the pairs' labels) are timed next to each other, in alternating order.
+    Per-step ratios DPC / backbone: median and quartiles, by wall clock and by CPU time."""
+    times = {"dpc": [], "backbone": []}
+    for k, (batch, out, pairs) in enumerate(drawn_pairs(dpc, data)):
+        steps = [("dpc", dpc, batch), ("backbone", backbone, pairs)]
+        for key, trainer, step_batch in (steps if k % 2 == 0 else steps[::-1]):
+            with sampler_output(dpc, out):
+                meter.start()
+                trainer.forward_backward(step_batch)
+                secs, cpu, _ = meter.stop()
+            times[key].append((secs, cpu, len(pairs["label"])))
+    result = {"steps": len(data), "mean_L": round(statistics.mean(t[2] for t in times["dpc"]), 1)}
+    for clock, i in (("wall", 0), ("cpu", 1)):
+        ratios = sorted(d[i] / b[i] for d, b in zip(times["dpc"], times["backbone"]))
+        quartiles = statistics.quantiles(ratios, n=4)
+        result[clock] = {"dpc_ms": round(statistics.median(d[i] for d in times["dpc"]) * 1000, 1),
+                         "backbone_ms": round(statistics.median(b[i] for b in times["backbone"]) * 1000, 1),
+                         "ratio": round(statistics.median(ratios), 3),
+                         "quartiles": [round(quartiles[0], 3), round(quartiles[2], 3)],
+                         "ratio_of_sums": round(sum(d[i] for d in times["dpc"]) / sum(b[i] for b in times["backbone"]), 3)}
+    return result
+
+
 # ---------------------------------------------------------------- one backbone
 def bench_backbone(work, name, a, opts):
     config1, config2, depth_keys = CONFIGS[name]
@@ -194,7 +238,7 @@ def bench_backbone(work, name, a, opts):
         if bank is not None:
             negs[label] = Timed(bank, "load", meter)
 
-    dpc_data = batches(dpc, steps * a.rounds + a.warmup)
+    dpc_data = batches(dpc, steps * a.rounds + a.warmup + a.pairs)
     big = batches(backbone, steps * a.rounds + a.warmup)
     dpc.dpc_bank = decoded
     run_steps(dpc, dpc_data[:a.warmup], meter)  # warm-up, and the pair count L
@@ -202,18 +246,18 @@ def bench_backbone(work, name, a, opts):
     n = round(sum(pairs) / len(pairs))
     equal = [{k: v[:n] for k, v in b.items()} for b in big]
     run_steps(backbone, equal[:a.warmup], meter)
-    run_steps(backbone, big[:a.warmup], meter)
+    if a.rounds:
+        run_steps(backbone, big[:a.warmup], meter)
     if a.profile:
-        phases = profile_steps(backbone, dpc, dpc_data[a.warmup:a.warmup + a.steps], big[a.warmup:a.warmup + a.steps])
+        phases = profile_steps(backbone, dpc, dpc_data[a.warmup:a.warmup + a.steps])
         dpc.close_writer()
         backbone.close_writer()
         return {"trainer": name, "profile_ms_per_step": phases}
 
-    rows = {key: {"seconds": [], "cpu": [], "peak": [], "sampler": 0.0, "negatives": 0.0, "pairs": [], "fbu": [],
-                  "fbu_cpu": []}
-            for key in ("backbone_32", "backbone_L", "dpc", "dpc_pil")}  # DPC's blocks next to backbone_L's
+    rows = {key: {"seconds": [], "cpu": [], "peak": [], "sampler": 0.0, "negatives": 0.0, "pairs": []}
+            for key in ("backbone_32", "backbone_L", "dpc", "dpc_pil")}
     saved = {"backbone_L": saved_activations(backbone, equal[0]), "backbone_32": saved_activations(backbone, big[0]),
-             "dpc": saved_activations(dpc, dpc_data[0])}
+             "dpc": saved_activations(dpc, dpc_data[0])} if a.rounds else {}
     for r in range(a.rounds):  # interleaved blocks of steps, in reverse order every other round
         part = slice(a.warmup + r * steps, a.warmup + (r + 1) * steps)
         for key in (list(rows) if r % 2 == 0 else list(rows)[::-1]):
@@ -225,21 +269,20 @@ def bench_backbone(work, name, a, opts):
                 bank = decoded if key == "dpc" else pil
                 timer = negs["decoded" if key == "dpc" else "pil"]
                 dpc.dpc_bank = bank
-                s0, sc0, n0, c0 = sampler.seconds, sampler.cpu, timer.seconds, len(sampler.calls)
+                s0, n0, c0 = sampler.seconds, timer.seconds, len(sampler.calls)
                 secs, cpu, peak = run_steps(dpc, dpc_data[part], meter)
                 rows[key]["sampler"] += sampler.seconds - s0
-                rows[key]["fbu"].append((secs - (sampler.seconds - s0)) / steps)  # forward + backward + update
-                rows[key]["fbu_cpu"].append((cpu - (sampler.cpu - sc0)) / steps)
                 rows[key]["negatives"] += timer.seconds - n0
                 rows[key]["pairs"] += [len(out[1]) for out in sampler.calls[c0:]]
             rows[key]["seconds"].append(secs / steps)
             rows[key]["cpu"].append(cpu / steps)
             rows[key]["peak"].append(peak)
     dpc.dpc_bank = decoded
+    paired = paired_steps(backbone, dpc, dpc_data[-a.pairs:], meter) if a.pairs else None
     dpc.close_writer()
     backbone.close_writer()
 
-    result = {"trainer": name, "L": n, "rounds": a.rounds, "steps_per_round": steps,
+    result = {"trainer": name, "L": n, "rounds": a.rounds, "steps_per_round": steps, "fbu_paired": paired,
               "prefill_s": round(prefill_s, 2), "store_MiB": round(decoded.stored_bytes / 2 ** 20, 1),
               "store_images": len(decoded._store)}
     for key, row in rows.items():
@@ -256,18 +299,12 @@ def bench_backbone(work, name, a, opts):
             entry["cuda_peak_MiB"] = round(max(row["peak"]) / 2 ** 20, 1)
         if key.startswith("dpc"):
             total = sum(row["seconds"]) * steps
-            for clock, backbone_clock in (("fbu", "seconds"), ("fbu_cpu", "cpu")):
-                ratios = [f / b for f, b in zip(row[clock], rows["backbone_L"][backbone_clock])]  # same round
-                entry.update({f"{clock}_ms": round(statistics.median(row[clock]) * 1000, 1),
-                              f"{clock}_ms_rounds": [round(f * 1000, 1) for f in row[clock]],
-                              f"{clock}_ratio": round(statistics.median(ratios), 3),
-                              f"{clock}_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]})
             entry.update(sampler_share=round(row["sampler"] / total, 3), negatives_share=round(row["negatives"] / total, 3),
                          negatives_ms=round(row["negatives"] / (steps * a.rounds) * 1000, 2),
                          mean_L=round(statistics.mean(row["pairs"]), 1))
         result[key] = entry
     for key in ("dpc", "dpc_pil"):  # medians over blocks, and the fastest blocks (least disturbed by other load)
-        if key in result:
+        if key in result and "backbone_L" in result:
             result[f"ratio_equal_L_{key}"] = round(result[key]["step_ms"] / result["backbone_L"]["step_ms"], 3)
             result[f"ratio_equal_L_{key}_min"] = round(result[key]["step_ms_min"] / result["backbone_L"]["step_ms_min"], 3)
     del backbone, dpc, decoded, pil, dpc_data, big, equal
@@ -276,6 +313,12 @@ def bench_backbone(work, name, a, opts):
 
 
 def print_table(results):
+    if all("backbone_L" in r for r in results):
+        print_blocks(results)
+    print_paired(results)
+
+
+def print_blocks(results):
     print(f"\n{'trainer':<16}{'images':>7}{'ms/step':>9}{'img/s':>8}{'xbackbone':>10}{'(min)':>7}{'sampler':>9}{'negatives':>11}{'saved MiB':>10}"
           f"{'CUDA peak':>10}")
     for r in results:
@@ -297,22 +340,27 @@ def print_table(results):
           "<= 1.2), (min): the same with each trainer's fastest block; sampler: stage-1 "
           "scoring + choice + negatives; negatives: the negative pipeline alone (target <= 10%); saved: activations kept "
           "for backward (MiB)")
-    print(f"\nforward + backward + update at equal images (DPC: its step without the sampler)\n"
-          f"{'':23}{'wall clock':-^46}{'':3}{'CPU time':-^46}\n{'trainer':<16}{'images':>7}"
-          + f"{'backbone ms':>13}{'DPC ms':>9}{'ratio':>9}{'range':>15}{'':3}" * 2)
-    for r in results:
-        for key, label in (("dpc", f"DPC_{r['trainer']}"), ("dpc_pil", f"DPC_{r['trainer']} PIL")):
-            e = r.get(key)
-            if e is None:
-                continue
-            cells = ""
-            for clock, backbone_ms in (("fbu", r["backbone_L"]["step_ms"]), ("fbu_cpu", r["backbone_L"]["step_cpu_ms"])):
-                low, high = e[f"{clock}_ratio_range"]
-                cells += (f"{backbone_ms:>13.1f}{e[f'{clock}_ms']:>9.1f}{e[f'{clock}_ratio']:>9.3f}"
-                          f"{f'{low:.3f}-{high:.3f}':>15}{'':3}")
-            print(f"{label:<16}{e['mean_L']:>7}{cells}")
-    print("ratio: each round's DPC block over the same round's backbone block (adjacent in time), median over the "
-          "rounds and their range (target <= 1.02); CPU time leaves out waiting for a core (a loaded machine)")
+
+
+def print_paired(results):
+    paired = [r for r in results if r.get("fbu_paired")]
+    if not paired:
+        return
+    print(f"\nforward + backward + update: the DPC step without its sampler against the backbone's step on the same "
+          f"image-class pairs\n{'':23}{'wall clock':-^44}{'':2}{'CPU time':-^44}\n{'trainer':<16}{'images':>7}"
+          + f"{'backbone ms':>12}{'DPC ms':>8}{'ratio':>7}{'quartiles':>12}{'sums':>7}{'':2}" * 2)
+    for r in paired:
+        p = r["fbu_paired"]
+        cells = ""
+        for clock in ("wall", "cpu"):
+            c = p[clock]
+            low, high = c["quartiles"]
+            cells += (f"{c['backbone_ms']:>12.1f}{c['dpc_ms']:>8.1f}{c['ratio']:>7.3f}{f'{low:.3f}-{high:.3f}':>12}"
+                      f"{c['ratio_of_sums']:>7.3f}{'':2}")
+        print(f"{'DPC_' + r['trainer']:<16}{p['mean_L']:>7}{cells}")
+    print(f"ratio: median over {paired[0]['fbu_paired']['steps']} pairs of steps (each DPC step next to the backbone's, "
+          "in alternating order) of DPC / backbone, with its quartiles; sums: total DPC over total backbone time "
+          "(target <= 1.02); CPU time leaves out waiting for a core (a loaded machine)")
 
 
 def main():
@@ -325,15 +373,21 @@ def main():
     parser.add_argument("--photo", default="500x375", help="JPEG size WxH")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=3, help="steps per block (--profile: steps profiled)")
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved blocks per trainer")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved blocks of whole steps per trainer (0: only the paired steps)")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=16,
+                        help="pairs of steps timing DPC's forward + backward + update against the backbone's (0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--no-pil", dest="pil", action="store_false", help="skip the per-draw PIL comparison")
     parser.add_argument("--profile", action="store_true",
                         help="profile --steps steps of each trainer (phases, towers, operators) instead of timing")
+    parser.add_argument("--glibc-malloc", action="store_true",
+                        help="glibc's default malloc settings (page faults of varying count in every step)")
     parser.add_argument("--json", help="also write the figures to this file")
     a = parser.parse_args()
-    a.pil = a.pil and not a.profile
+    kept = not a.glibc_malloc and keep_freed_memory()
+    a.pil = a.pil and a.rounds > 0 and not a.profile
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda, but torch sees no CUDA device; run on a GPU machine or use --device cpu")
     torch.set_num_threads(a.threads)
@@ -356,8 +410,9 @@ def main():
     load = os.getloadavg()
     meta = {"device": torch.cuda.get_device_name() if a.device == "cuda" else f"CPU ({os.cpu_count()} cores)",
             "threads": a.threads, "size": a.size, "clip": shape, "image_size": a.image_size, "photo": a.photo,
-            "prec": a.prec, "load_after": [round(x, 2) for x in load]}
+            "prec": a.prec, "freed_memory_kept": kept, "load_after": [round(x, 2) for x in load]}
     print(f"\n{meta['device']}, {a.threads} thread(s), CLIP {a.size} {shape}, {a.image_size} px, photos {a.photo}, "
+          f"{'freed memory kept (mallopt)' if kept else 'default malloc'}, "
           f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if not a.profile:
         print_table(results)
