@@ -62,12 +62,13 @@ def assert_same_step(step, reference, rel=1e-6):
         assert (grad - expected).abs().max() <= rel * max(expected.abs().max().item(), 1e-30), name
 
 
-def stage2(workspace, tmp_path, name):
+def stage2(workspace, tmp_path, name, *opts):
+    """A DPC trainer of backbone ``name`` on a stage 1 saved untrained, before its first step (L <= 6 pairs)."""
     stage1, stage2_config = STAGES[name]
     depth = [x for key in DEPTHS.get(name, []) for x in (key, "2")]
     build(workspace, name, stage1, tmp_path / "stage1", *depth).save_model(0, str(tmp_path / "stage1"))
     dpc = build(workspace, f"DPC_{name}", stage2_config, tmp_path / "stage2", "DPC.STAGE1_DIR", str(tmp_path / "stage1"),
-                "DPC.STAGE1_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "2", "DPC.TOPK", "3", *depth)
+                "DPC.STAGE1_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "2", "DPC.TOPK", "3", *depth, *opts)
     dpc.before_train()
     dpc.set_model_mode("train")
     return dpc
