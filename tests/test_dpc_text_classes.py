@@ -127,3 +127,16 @@ def test_pairs_computes_the_all_class_terms_on_the_steps_classes(workspace, tmp_
         expected = dpc.trainer_cfg.TEXT_LOSS_WEIGHT * (prompted - frozen).abs().mean()
         assert estimate[1]["scl_text"] == pytest.approx(expected.item(), rel=1e-5)
         assert estimate[1]["scl_image"] == pytest.approx(everything[1]["scl_image"], rel=1e-6)
+
+
+def test_a_run_resumes_only_with_its_text_classes(workspace, tmp_path):
+    from trainers.dpc.errors import ConfigError
+
+    dpc = stage2(workspace, tmp_path, "CoOp")
+    dpc.save_model(0, str(tmp_path / "stage2"))
+    assert dpc.checkpoint_extras()["dpc"]["text_classes"] == "auto"
+    again = build(workspace, "DPC_CoOp", STAGES["CoOp"][1], tmp_path / "stage2", "DPC.STAGE1_DIR",
+                  str(tmp_path / "stage1"), "DPC.STAGE1_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "2",
+                  "DPC.TOPK", "3", "DPC.TEXT_CLASSES", "pairs")
+    with pytest.raises(ConfigError, match="text_classes 'auto' -> 'pairs'"):
+        again.resume_model_if_exist(str(tmp_path / "stage2"))
