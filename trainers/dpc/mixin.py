@@ -244,12 +244,7 @@ class DPCMixin:
 
     def dpc_plan_text(self):
         """Decide which classes the step encodes the text of (DPC.TEXT_CLASSES) and say it in one line."""
-        def refused():
-            if self._dpc_custom_features():
-                return (None if text_classes.takes_classes(self.dpc_features)
-                        else f"{type(self).__name__}.dpc_features takes no `classes` keyword")
-            return self.dpc_capture.check_class_rows(probe_images(self.cfg.INPUT.SIZE, self.device))
-        self.dpc_text_plan = text_classes.plan(self, DPCMixin, refused)
+        self.dpc_text_plan = text_classes.plan(self, DPCMixin)
         print(self.dpc_text_plan.note)
 
     # ---------------------------------------------------------------- training

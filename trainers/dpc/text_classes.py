@@ -14,9 +14,11 @@ classes under ``auto``; ``pairs`` computes them on the step's classes too, an es
 from __future__ import annotations
 
 import inspect
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
+
+from .features import probe_images
 
 
 class TextPlan(NamedTuple):
@@ -39,9 +41,16 @@ def takes_classes(method) -> bool:
     return method is not None and "classes" in inspect.signature(method).parameters
 
 
-def plan(trainer, mixin: type, cut_refused: Callable[[], Optional[str]]) -> TextPlan:
-    """The plan for ``trainer`` (a DPC trainer; ``mixin``: ``DPCMixin``); ``cut_refused()``: why its features
-    cannot be computed for a subset of classes, or None (asked only when it matters)."""
+def cut_refused(trainer) -> Optional[str]:
+    """Why ``trainer``'s stage-2 features cannot be computed for a subset of classes, or None."""
+    if trainer._dpc_custom_features():
+        return None if takes_classes(trainer.dpc_features) else \
+            f"{type(trainer).__name__}.dpc_features takes no `classes` keyword"
+    return trainer.dpc_capture.check_class_rows(probe_images(trainer.cfg.INPUT.SIZE, trainer.device))
+
+
+def plan(trainer, mixin: type) -> TextPlan:
+    """The plan for ``trainer`` (a DPC trainer after its feature sites are found; ``mixin``: ``DPCMixin``)."""
     d = trainer.cfg.DPC
     choice = d.TEXT_CLASSES
     key = f"DPC.TEXT_CLASSES {choice}"
@@ -50,7 +59,7 @@ def plan(trainer, mixin: type, cut_refused: Callable[[], Optional[str]]) -> Text
                                       f"them all; {key} applies to the hard-negative objective)")
     if choice == "all":
         return TextPlan(False, False, f"DPC: text of every base class each step ({key})")
-    why_not = cut_refused()
+    why_not = cut_refused(trainer)
     if why_not:
         return TextPlan(False, False, f"DPC: text of every base class each step ({key}): {why_not}")
     custom_terms = type(trainer).dpc_extra_loss is not mixin.dpc_extra_loss
