@@ -12,7 +12,8 @@ by the hard-negative optimizer.
 Features: the mixin watches one forward of the backbone's model and finds the submodules whose outputs
 are the image and text features behind its logits (``features.find_feature_sites``; text may depend on
 the image, as in CoCoOp). When that fails it stops before training and names the one method to define,
-``dpc_features(images) -> (image_features [N, D], text_features [C, D] or [N, C, D])``.
+``dpc_features(images) -> (image_features [N, D], text_features [C, D] or [N, C, D])``. The step encodes the
+text of its pairs' classes only wherever that is exact (``text_classes``, DPC.TEXT_CLASSES).
 
 Epoch end: on each epoch's last batch the backbone's own ``forward_backward`` runs once more with its
 optimizer steps disabled, so what it does at epoch end (the learning-rate schedule, PromptSRC's GPA
