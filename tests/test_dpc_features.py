@@ -114,3 +114,45 @@ def test_a_model_without_findable_features_names_the_method_to_write(tiny_clip):
     with pytest.raises(FeatureDiscoveryError, match="dpc_features") as err:
         find_feature_sites(InlineText(), images(2), len(CLASSES))
     assert "def dpc_features(self, images)" in str(err.value) and "InlineText" in str(err.value)
+
+
+class TokensFromAttribute(nn.Module):
+    """CoOp whose text encoder reads the class tokens from an attribute, not from its inputs."""
+
+    def __init__(self, coop):
+        super().__init__()
+        self.image_encoder, self.prompt_learner = coop.image_encoder, coop.prompt_learner
+        self.text, self.logits, self.logit_scale = TextFromAttribute(coop), coop.logits, coop.logit_scale
+
+    def forward(self, image):
+        return self.logits(self.image_encoder(image), self.text(self.prompt_learner()))
+
+
+class TextFromAttribute(nn.Module):
+    def __init__(self, coop):
+        super().__init__()
+        self.encoder, self.tokens = coop.text_encoder, coop.prompt_learner.tokenized_prompts
+
+    def forward(self, prompts):
+        return self.encoder(prompts, self.tokens)
+
+
+def test_text_of_a_subset_of_classes_only_where_the_text_site_takes_every_class_tensor(tiny_clip):
+    """``classes`` cuts the text site's class-row inputs: exactly the rows of the full output (shared and per-image
+    text), and refused, with the reason, where a class-dependent tensor is read from elsewhere."""
+    coop = with_duals(CoOpCLIP(CLASSES, tiny_clip, n_ctx=2))
+    capture = FeatureCapture(coop, find_feature_sites(coop, images(2), len(CLASSES)))
+    assert capture.check_class_rows(images(2)) is None
+    _, full = capture(images(3))
+    _, part = capture(images(3), classes=torch.tensor([0, 2]))
+    torch.testing.assert_close(part, full[[0, 2]], rtol=1e-6, atol=0)
+    per_image = PerImageText(coop)
+    capture = FeatureCapture(per_image, find_feature_sites(per_image, images(2), len(CLASSES)))
+    assert capture.check_class_rows(images(2)) is None
+    _, full = capture(images(3))
+    _, part = capture(images(3), classes=torch.tensor([[2], [0], [1]]))  # each image's own class
+    torch.testing.assert_close(part[:, 0], full[torch.arange(3), torch.tensor([2, 0, 1])], rtol=1e-6, atol=0)
+    hidden = TokensFromAttribute(CoOpCLIP(CLASSES, tiny_clip, n_ctx=2))
+    capture = FeatureCapture(hidden, find_feature_sites(hidden, images(2), len(CLASSES)))
+    assert capture.sites.text == "text"
+    assert "reads a class-dependent tensor that is not among its inputs" in capture.check_class_rows(images(2))

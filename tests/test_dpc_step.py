@@ -1,7 +1,8 @@
 """The DPC stage-2 step (feature capture in the backbone's forward, prompt modes listed once, module flags set
 directly, the loss and Dassl's update) against the same step restated by hand on a copy of the model: the
 parameters agree bit for bit after every step, for CoOp (reused anchors, gradient x 1/w_b), MaPLe (prompted
-image tower) and PromptSRC (its terms added in parallel)."""
+image tower) and PromptSRC (its terms added in parallel). The step runs with DPC.TEXT_CLASSES all, as restated
+here; the step over the pairs' classes equals it to 1e-6 (tests/test_dpc_text_classes.py)."""
 import copy
 import os
 
@@ -67,7 +68,7 @@ def test_the_step_is_the_restated_step_bit_for_bit(workspace, tmp_path, name):
     build(workspace, name, config1, tmp_path / "stage1", *depth).save_model(0, str(tmp_path / "stage1"))
     dpc = build(workspace, f"DPC_{name}", config2, tmp_path / "stage2", "DPC.STAGE1_DIR", str(tmp_path / "stage1"),
                 "DPC.STAGE1_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "2", "DPC.TOPK", "3", "OPTIM.LR", "0.5",
-                "OPTIM.WARMUP_EPOCH", "0", *depth)
+                "OPTIM.WARMUP_EPOCH", "0", "DPC.TEXT_CLASSES", "all", *depth)  # restated over all classes
     dpc.before_train()
     dpc.set_model_mode("train")
     dpc.batch_idx, dpc.num_batches = 0, 10  # no epoch end in between

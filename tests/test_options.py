@@ -49,6 +49,7 @@ def test_all_images_are_the_default_and_are_said_so():
     (["DPC.W_BASE", "0.0"], "DPC.W_BASE must be in (0, 1]"),
     (["DPC.SWEEP_W_NEW", "[0.5,2.0]"], "DPC.W_NEW must be in [0, 1], got 2.0"),
     (["DPC.UPDATE", "fast"], "DPC.UPDATE must be one of ('release', 'frozen')"),
+    (["DPC.TEXT_CLASSES", "some"], "DPC.TEXT_CLASSES must be one of ('auto', 'all', 'pairs'), got 'some'"),
     (["TRAINER.COOP.PREC", "bf16"], "TRAINER.COOP.PREC must be fp16, fp32 or amp"),
     (["DATASET.IMAGE_WARNINGS", "ignore"], "DATASET.IMAGE_WARNINGS must be one of ('error', 'warn')"),
 ])

@@ -342,3 +342,34 @@ def test_stage2_is_the_releases_step_and_new_classes_its_evaluation(kd, tmp_path
         torch.testing.assert_close(got["auto"], expected, rtol=0, atol=1e-4)
         if w_n == 0.5:  # mixing the projector too (the option) is another model
             assert (got["all"] - expected).abs().max() > 1e-2
+
+
+def test_the_text_copy_encodes_only_the_pairs_classes(kd, tmp_path):
+    """DPC.TEXT_CLASSES auto and pairs: the teacher-width text tower runs (with gradients) for the step's classes
+    only, and the loss (L_CL plus the distillation term, which reads the teacher's stored features) and every
+    gradient are those of the step over all base classes. MODEL.CHECKPOINT_TEXT reaches the teacher's text tower
+    and changes neither."""
+    from tests.test_dpc_text_classes import assert_same_step, one_step
+    from trainers.encoders import checkpoint_text
+
+    dpc = build(kd, "DPC_PromptKD", STAGE2, tmp_path / "dpc", "DATASET.SUBSAMPLE_CLASSES", "base",
+                "DPC.STAGE1_DIR", str(kd["dirs"]["promptkd"]), "DPC.PARALLEL_LOSS", "True", "MODEL.CHECKPOINT_TEXT",
+                "True", "DATALOADER.TRAIN_X.BATCH_SIZE", "1", "DPC.TOPK", "2")  # L <= 2 pairs of the 3 base classes
+    assert dpc.teacher.text_encoder.checkpoint
+    dpc.before_train()
+    dpc.set_model_mode("train")
+    batch = next(iter(dpc.train_loader_x))
+    images, labels = batch["img"], batch["label"]
+    pairs = dpc.dpc_batch(images, labels)
+    text = [dpc.teacher.text_encoder]
+    everything = one_step(dpc, images, labels, pairs, text, "all")
+    assert everything[3] == dpc.dm.num_classes and "kd" in everything[1]
+    steps = {}
+    for choice in ("auto", "pairs"):
+        steps[choice] = one_step(dpc, images, labels, pairs, text, choice)
+        assert dpc.dpc_text_plan.pairs and not dpc.dpc_text_plan.terms_on_pairs
+        assert steps[choice][3] == len(set(pairs[1].tolist())) <= len(pairs[1]) < dpc.dm.num_classes
+        assert_same_step(steps[choice], everything)
+        assert steps[choice][1]["kd"] == everything[1]["kd"]
+    checkpoint_text(dpc.teacher, False)
+    assert_same_step(one_step(dpc, images, labels, pairs, text, "auto"), steps["auto"])

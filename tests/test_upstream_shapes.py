@@ -255,6 +255,9 @@ def test_features_are_found_in_each_shapes_forward(workspace):
         "UpKgCoOp": ("image_encoder", "text_encoder", False),  # forward returns (logits, score)
     }
     assert [name for name, s in sites.items() if s.frozen_image] == ["UpCoOp", "UpCoCoOp", "UpKgCoOp"]
+    # each shape's text encoder takes every class-dependent tensor as an input: the step's classes only (auto)
+    assert all(dpc_trained(workspace, name)[0].dpc_text_plan.pairs for name in SHAPES)
+    assert all(dpc_trained(workspace, name)[2].count("DPC: text of the step's classes only") == 1 for name in SHAPES)
 
 
 def test_gpa_inside_forward_backward_keeps_working_in_stage_2(workspace):
@@ -298,6 +301,7 @@ def test_a_dpc_features_method_replaces_the_search_and_trains_the_same(workspace
                 "DPC.STAGE1_DIR", str(stage1_out), *DPC_OPTS)
     own.train()
     assert own.dpc_capture is None  # nothing was searched
+    assert not own.dpc_text_plan.pairs  # its dpc_features takes no `classes`: the text of all classes
     assert torch.equal(logits_of_mode(own, images, "base"), logits_of_mode(found, images, "base"))
 
 

@@ -14,6 +14,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .clip_loader import effective_precision, load_clip
+from .encoders import checkpoint_text
 from .models.vl_prompts import check_image_size
 from .options import check_dataset_options, check_trainer_options
 from .dpc import dassl_compat, replay
@@ -51,11 +52,17 @@ class PromptTrainer(TrainerX):
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         print(f"Learnable prompt parameters: {trainable:,}")
         self.model.to(self.device)
+        self.checkpoint_text(self.model)
         self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
         # amp: fp32 weights, autocast forward, loss scaling (torch.amp's scaler; torch.cuda.amp's is deprecated)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
+
+    def checkpoint_text(self, model):
+        """MODEL.CHECKPOINT_TEXT: activation checkpointing of ``model``'s text towers."""
+        if self.cfg.MODEL.CHECKPOINT_TEXT and checkpoint_text(model, True):
+            print(f"Text tower of {type(model).__name__}: activation checkpointing (MODEL.CHECKPOINT_TEXT)")
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)

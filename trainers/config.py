@@ -13,6 +13,9 @@ def extend_cfg(cfg) -> None:
     cfg.MODEL.BACKBONE.PATH = ""  # CLIP weight file; empty: $DPC_CLIP_MODELS or ~/.cache/clip
     # NAME custom: INPUT.SIZE and the trainer's prompt depths follow the file's shapes (trainers/fit_clip.py)
     cfg.MODEL.BACKBONE.FIT_CUSTOM = True
+    # activation checkpointing of the text tower's blocks while it runs with gradients (stage 1 and 2, PromptKD's
+    # teacher text tower in DPC stage 2): less memory for many classes, one more text forward per step
+    cfg.MODEL.CHECKPOINT_TEXT = False
 
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16  # number of context tokens (ignored when CTX_INIT is set)

@@ -62,6 +62,7 @@ class DPC_PromptKD(DPCMixin, PromptKD):
     dpc_w_base_names = ("dpc_text.ctx",)
     dpc_w_new_names = ("vision_ctx", "deep_vision.*")
     dpc_negative_transform = "test"
+    dpc_terms_need_all_classes = False  # the distillation term reads the teacher's stored text features
 
     def build_data_loader(self):
         PromptTrainer.build_data_loader(self)  # Dassl's loaders: the few-shot base classes, not PromptKD's set
@@ -86,14 +87,16 @@ class DPC_PromptKD(DPCMixin, PromptKD):
         print(f"DPC: hard negatives ranked by {scorer}; L_CL on the student's features and a copy of the teacher's "
               f"text prompts; PromptKD's distillation term {'added' if self.cfg.DPC.PARALLEL_LOSS else 'off'}")
 
-    def dpc_text_features(self):
-        """Normalised text features of the trained classes under the current mode's text prompts."""
+    def dpc_text_features(self, classes=None):
+        """Normalised text features of the trained classes (or of ``classes`` among them) under the current mode's
+        text prompts."""
         if self.dpc_modes.get() == "stage1":  # the teacher's prompts: its features, computed once
-            return self.model.text_features
-        return F.normalize(self.model.prompt_learner.dpc_text.features(self.teacher, self.class_rows), dim=-1)
+            return self.model.text_features if classes is None else self.model.text_features[classes]
+        rows = self.class_rows if classes is None else [self.class_rows[i] for i in classes.tolist()]
+        return F.normalize(self.model.prompt_learner.dpc_text.features(self.teacher, rows), dim=-1)
 
-    def dpc_features(self, images):
-        return self.model.encode_image(images), self.dpc_text_features()
+    def dpc_features(self, images, classes=None):
+        return self.model.encode_image(images), self.dpc_text_features(classes)
 
     def dpc_scoring_features(self, images):
         if self.trainer_cfg.DPC_SCORER == "student":

@@ -15,6 +15,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 import clip
 from clip.simple_tokenizer import SimpleTokenizer
@@ -74,10 +75,12 @@ def replace_vision_prompt(x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor
 
 def run_blocks(blocks: nn.Sequential, x: torch.Tensor,
                deep_prompts: Optional[Sequence[Optional[torch.Tensor]]],
-               replace: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+               replace: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], checkpoint: bool = False) -> torch.Tensor:
     """Run residual blocks; ``deep_prompts[i]`` (if any) replaces the prompt tokens before block i + 1.
 
     Block 0 sees the prompts inserted at the input, so a prompt depth of d uses d - 1 deep prompts.
+    ``checkpoint``: keep only each block's input for the backward pass and run the block again there
+    (activation checkpointing: less memory, one more forward of the blocks).
     """
     deep_prompts = list(deep_prompts or [])
     if len(deep_prompts) >= len(blocks):
@@ -86,7 +89,7 @@ def run_blocks(blocks: nn.Sequential, x: torch.Tensor,
     for i, block in enumerate(blocks):
         if 0 < i <= len(deep_prompts) and deep_prompts[i - 1] is not None:
             x = replace(x, deep_prompts[i - 1])
-        x = block(x)
+        x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpoint else block(x)
     return x
 
 
@@ -98,10 +101,12 @@ def require_vit(clip_model, method: str) -> None:
 
 
 class TextEncoder(nn.Module):
-    """CLIP's text tower applied to prompt embeddings instead of token ids."""
+    """CLIP's text tower applied to prompt embeddings instead of token ids. ``checkpoint``: activation
+    checkpointing of its residual blocks while gradients are on (MODEL.CHECKPOINT_TEXT, ``checkpoint_text``)."""
 
     def __init__(self, clip_model):
         super().__init__()
+        self.checkpoint = False
         self.transformer = clip_model.transformer
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
@@ -111,10 +116,19 @@ class TextEncoder(nn.Module):
     def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor,
                 deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
         x = prompts.type(self.dtype) + self.positional_embedding.type(self.dtype)
-        x = run_blocks(self.transformer.resblocks, x.permute(1, 0, 2), deep_prompts, replace_text_prompt)
+        x = run_blocks(self.transformer.resblocks, x.permute(1, 0, 2), deep_prompts, replace_text_prompt,
+                       checkpoint=self.checkpoint and torch.is_grad_enabled())
         x = self.ln_final(x.permute(1, 0, 2)).type(self.dtype)
         eot = tokenized_prompts.argmax(dim=-1)  # EOT has the largest token id
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+
+def checkpoint_text(model: nn.Module, on: bool) -> int:
+    """Turn activation checkpointing of every ``TextEncoder`` in ``model`` on or off; returns how many there are."""
+    encoders = [m for m in model.modules() if isinstance(m, TextEncoder)]
+    for encoder in encoders:
+        encoder.checkpoint = on
+    return len(encoders)
 
 
 class PromptedVisionEncoder(nn.Module):

@@ -20,6 +20,7 @@ class KgCoOp(PromptTrainer):
         return KgCoOpCLIP(classnames, clip_model, template=self.hand_written_template(self.cfg), n_ctx=c.N_CTX,
                           ctx_init=c.CTX_INIT, csc=c.CSC)
 
-    def regularization_terms(self, images, image_features, text_features):
-        """W * (1 - mean cos(prompted, frozen CLIP text features)); DPC stage 2 adds it to L_CL (paper Sec. 3.3)."""
-        return {"kg": self.trainer_cfg.W * self.model.knowledge_guided_distance(text_features)}
+    def regularization_terms(self, images, image_features, text_features, classes=None):
+        """W * (1 - mean cos(prompted, frozen CLIP text features)); DPC stage 2 adds it to L_CL (paper Sec. 3.3).
+        ``classes``: the classes ``text_features`` holds (DPC.TEXT_CLASSES pairs: the mean over them), else all."""
+        return {"kg": self.trainer_cfg.W * self.model.knowledge_guided_distance(text_features, classes)}

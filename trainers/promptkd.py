@@ -91,6 +91,7 @@ class PromptKD(PromptTrainer):
         names = self.teacher_classnames()
         self.class_rows = [names.index(name) for name in self.dm.dataset.classnames]
         super().build_model()
+        self.checkpoint_text(self.teacher)  # its text tower runs with gradients in DPC stage 2 (the text copy)
 
     def build_prompt_model(self, classnames, clip_model):
         c = self.trainer_cfg

@@ -28,10 +28,11 @@ class PromptSRC(PromptTrainer):
         c = self.trainer_cfg
         self.gpa = PromptAggregate(gaussian_epoch_weights(self.cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD))
 
-    def regularization_terms(self, images, image_features, text_features):
-        """L_SCL from given prompted features; DPC stage 2 adds these to L_CL (paper Sec. 3.3)."""
+    def regularization_terms(self, images, image_features, text_features, classes=None):
+        """L_SCL from given prompted features; DPC stage 2 adds these to L_CL (paper Sec. 3.3). ``classes``: the
+        classes ``text_features`` holds (DPC.TEXT_CLASSES pairs), else all."""
         c = self.trainer_cfg
-        out = self.model.scl_outputs(images, image_features, text_features)
+        out = self.model.scl_outputs(images, image_features, text_features, classes)
         return self_regulating_losses(out, c.TEXT_LOSS_WEIGHT, c.IMAGE_LOSS_WEIGHT)
 
     # ---------------------------------------------------------------- GPA

@@ -15,6 +15,7 @@ EVAL_MODES = ("auto", "base", "new", "stage1")
 OBJECTIVES = ("hard-negatives", "cross-entropy")
 NEGATIVE_CHOICES = ("hard", "random")
 NEG_TRANSFORMS = ("auto", "train", "test")
+TEXT_CLASSES = ("auto", "all", "pairs")
 
 
 def add_dpc_config(cfg) -> None:
@@ -44,6 +45,9 @@ def add_dpc_config(cfg) -> None:
     # anchors' CE over all base classes under P', no negatives (the paper's Table 3 rows without DHNO)
     cfg.DPC.OBJECTIVE = "hard-negatives"
     cfg.DPC.PARALLEL_LOSS = True  # add the backbone's own loss terms (e.g. PromptSRC's L_SCL) to L_CL in stage 2
+    # classes whose text the stage-2 step encodes: auto (the pairs' classes where L_CL and the backbone's terms need
+    # no others, else all) | all | pairs (the pairs' classes everywhere: all-class terms become estimates)
+    cfg.DPC.TEXT_CLASSES = "auto"
     cfg.DPC.EVAL_MODE = "auto"  # auto: new when DATASET.SUBSAMPLE_CLASSES is new, else base
     cfg.DPC.SWEEP_W_NEW = []  # evaluate once per value (e.g. [0.0, 1e-6, 0.1]) without retraining
     cfg.DPC.SWEEP_W_BASE = []  # same for w_b of the mixed base prompt
@@ -82,5 +86,5 @@ def check_dpc_options(cfg) -> None:
     for key, choices in (("NEG_SOURCE", NEG_SOURCES), ("BASE_PROMPT", BASE_PROMPTS), ("UPDATE", UPDATES),
                          ("EVAL_MODE", EVAL_MODES), ("OBJECTIVE", OBJECTIVES), ("NEGATIVES", NEGATIVE_CHOICES),
                          ("NEG_TRANSFORM", NEG_TRANSFORMS), ("W_BASE_TENSORS", tensor_rules.CHOICES),
-                         ("W_NEW_TENSORS", tensor_rules.CHOICES)):
+                         ("W_NEW_TENSORS", tensor_rules.CHOICES), ("TEXT_CLASSES", TEXT_CLASSES)):
         check_choice(key, d[key], choices)

@@ -58,6 +58,7 @@ class FeatureSites:
     image_takes_only_images: bool  # the image site is called as module(images)
     text_calls: int  # calls of the text site per forward (N for per-image text, else 1)
     logit_scale: torch.Tensor  # CLIP's log temperature as the model uses it
+    n_classes: int = 0  # classes the text site encodes (C)
 
 
 @dataclass
@@ -177,7 +178,7 @@ def find_feature_sites(model: nn.Module, images: torch.Tensor, n_classes: int) -
                 return FeatureSites(image=image_name, text=text_name, conditioned=text.dim() == 3,
                                     frozen_image=not image.requires_grad,
                                     image_takes_only_images=image_calls[0].only_images,
-                                    text_calls=len(text_calls), logit_scale=scale)
+                                    text_calls=len(text_calls), logit_scale=scale, n_classes=n_classes)
     found = "; ".join(tried) or (f"image candidates {image_names or 'none'}, text candidates {text_names or 'none'}")
     raise FeatureDiscoveryError(
         f"DPC could not find where {type(model).__name__}.forward computes its image and text features "
@@ -219,7 +220,7 @@ class FeatureCapture:
 
     def __init__(self, model: nn.Module, sites: FeatureSites):
         modules = dict(model.named_modules())
-        self.model, self.sites = model, sites
+        self.model, self.sites, self.n_classes = model, sites, sites.n_classes
         self.image_module, self.text_module = modules[sites.image], modules[sites.text]
         self.modules = list(model.modules())  # the model's structure is fixed from here on
 
@@ -230,11 +231,14 @@ class FeatureCapture:
         return not self.sites.conditioned and self.sites.text_calls == 1
 
     def __call__(self, images: torch.Tensor, text: torch.Tensor | None = None,
-                 anchors: torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                 anchors: torch.Tensor | None = None, classes: torch.Tensor | None = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
         """(image features [N, D], text features [C, D] or [N, C, D]) of ``images``.
 
         ``text``: the text site's output to use instead of running it (``can_fix_text``).
         ``anchors``: image features of the first images (``can_reuse_anchors``).
+        ``classes``: encode only these classes (``check_class_rows``): [R] for shared text, [N, R] for per-image
+        text (image i's own R classes); the text features then have R rows instead of C.
         """
         image_out, text_out = [], []
         handles = [self.image_module.register_forward_hook(lambda m, a, o: image_out.append(o)),
@@ -245,6 +249,8 @@ class FeatureCapture:
                 stack.enter_context(replaced(self.text_module, "forward", lambda *args, **kwargs: text))
             if anchors is not None:
                 stack.enter_context(replaced(self.image_module, "forward", self._encode_after(anchors)))
+            if classes is not None:
+                handles.append(self.text_module.register_forward_pre_hook(self._cut_to(classes), with_kwargs=True))
             stack.enter_context(eval_modules(self.model, self.modules))
             self.model(images)
         if len(image_out) != 1:
@@ -254,6 +260,45 @@ class FeatureCapture:
         if len(text_out) != 1:
             raise RuntimeError(f"{self.sites.text} ran {len(text_out)} times in one forward; expected once")
         return image_out[0], text_out[0]
+
+    def _cut_to(self, classes: torch.Tensor):
+        """Pre-hook of the text site: every tensor input with one row per class keeps the rows of ``classes``
+        (call i of per-image text: ``classes[i]``)."""
+        calls = []
+
+        def cut(value, rows):
+            if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == self.n_classes:
+                return value.index_select(0, rows.to(value.device))
+            return value
+
+        def hook(module, args, kwargs):
+            rows = classes if classes.dim() == 1 else classes[len(calls)]
+            calls.append(rows)
+            return tuple(cut(a, rows) for a in args), {k: cut(v, rows) for k, v in kwargs.items()}
+        return hook
+
+    def check_class_rows(self, images: torch.Tensor) -> Optional[str]:
+        """None when the text site encodes a subset of classes exactly (``classes``: its inputs with one row per
+        class cut to those rows give those rows of the full output), else why not. Checked on ``images``
+        (``probe_images``) with every other class, so a missed class-dependent tensor or a wrong order shows."""
+        if self.sites.conditioned and self.sites.text_calls != images.shape[0]:
+            return f"{self.sites.text} computes the per-image text features of all images in one call"
+        rows = torch.arange(1, self.n_classes, 2) if self.n_classes > 1 else torch.zeros(1, dtype=torch.long)
+        classes = rows.expand(images.shape[0], -1) if self.sites.conditioned else rows
+        with torch.no_grad():
+            _, full = self(images)
+            try:
+                _, part = self(images, classes=classes)
+            except (RuntimeError, IndexError, ValueError) as err:
+                return f"{self.sites.text} fails on the inputs of a subset of classes ({type(err).__name__}: {err})"
+        expected = full[:, rows] if self.sites.conditioned else full[rows]
+        if part.shape != expected.shape:
+            return (f"{self.sites.text} returned {tuple(part.shape)} for {len(rows)} of {self.n_classes} classes, not "
+                    f"{tuple(expected.shape)}: it reads a class-dependent tensor that is not among its inputs")
+        error = (part.float() - expected.float()).abs().max().item()
+        if error > _tolerance(expected.float(), expected.dtype):
+            return f"{self.sites.text}'s features of a subset of classes differ from its full output by {error:.3g}"
+        return None
 
     def _encode_after(self, anchors: torch.Tensor):
         encode = type(self.image_module).forward.__get__(self.image_module)

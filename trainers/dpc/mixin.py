@@ -12,7 +12,8 @@ by the hard-negative optimizer.
 Features: the mixin watches one forward of the backbone's model and finds the submodules whose outputs
 are the image and text features behind its logits (``features.find_feature_sites``; text may depend on
 the image, as in CoCoOp). When that fails it stops before training and names the one method to define,
-``dpc_features(images) -> (image_features [N, D], text_features [C, D] or [N, C, D])``.
+``dpc_features(images) -> (image_features [N, D], text_features [C, D] or [N, C, D])``. The step encodes the
+text of its pairs' classes only wherever that is exact (``text_classes``, DPC.TEXT_CLASSES).
 
 Epoch end: on each epoch's last batch the backbone's own ``forward_backward`` runs once more with its
 optimizer steps disabled, so what it does at epoch end (the learning-rate schedule, PromptSRC's GPA
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from dassl.data.transforms import build_transform
 
 from .errors import ConfigError, MissingFileError
-from . import dassl_compat, decoupling, replay, tensor_rules
+from . import dassl_compat, decoupling, replay, tensor_rules, text_classes
 from .backbone_terms import missing_terms_note
 from .checkpoint import (check_classes, check_evaluated_classes, discard_incomplete, load_checkpoint,
                          load_state_checked, read_saved_model, restore_training_state, save_registered_models)
@@ -65,6 +66,8 @@ class DPCMixin:
     dpc_w_base_names = None  # the release's rule where there is one (DPC_PromptKD); None: every dual
     dpc_w_new_names = None
     dpc_negative_transform = "train"  # as the CoOp release
+    # the backbone's terms read the text features of every class (DPC.TEXT_CLASSES auto then encodes all classes)
+    dpc_terms_need_all_classes = True
 
     # ---------------------------------------------------------------- configuration
     def check_cfg(self, cfg):
@@ -232,12 +235,18 @@ class DPCMixin:
                 self.dpc_stage1_text = text
             return image, text
 
-    def _dpc_train_features(self, images, anchor_features):
-        """Features of anchors + negatives under P' (with gradients)."""
+    def _dpc_train_features(self, images, anchor_features, classes=None):
+        """Features of anchors + negatives under P' (with gradients); ``classes``: the text of these classes only
+        (``text_classes.pair_classes``), else of all classes."""
         if self._dpc_custom_features():
-            return self.dpc_features(images)
+            return self.dpc_features(images) if classes is None else self.dpc_features(images, classes=classes)
         reuse = anchor_features is not None and self.dpc_capture.can_reuse_anchors()
-        return self.dpc_capture(images, anchors=anchor_features if reuse else None)
+        return self.dpc_capture(images, anchors=anchor_features if reuse else None, classes=classes)
+
+    def dpc_plan_text(self):
+        """Decide which classes the step encodes the text of (DPC.TEXT_CLASSES) and say it in one line."""
+        self.dpc_text_plan = text_classes.plan(self, DPCMixin)
+        print(self.dpc_text_plan.note)
 
     # ---------------------------------------------------------------- training
     def resume_model_if_exist(self, directory):
@@ -264,11 +273,12 @@ class DPCMixin:
             current = {"update": d.UPDATE, "w_base": d.W_BASE, "topk": d.TOPK, "neg_source": d.NEG_SOURCE,
                        "parallel_loss": d.PARALLEL_LOSS, "objective": d.OBJECTIVE, "negatives": d.NEGATIVES,
                        "neg_transform": self.dpc_neg_transform(), "weighted_tensors": self.dpc_weighted,
-                       "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
+                       "text_classes": d.TEXT_CLASSES, "stage-1 checkpoint": self.dpc_stage1["files"].get(name)}
             saved = dict(meta, **{"stage-1 checkpoint": (meta.get("stage1") or {}).get("files", {}).get(name)})
             saved.setdefault("objective", "hard-negatives")  # written before these options existed
             saved.setdefault("negatives", "hard")
             saved.setdefault("neg_transform", "train")
+            saved.setdefault("text_classes", "all")  # before the option: every class encoded
             saved.setdefault("weighted_tensors", meta.get("prompt_tensors"))  # then w_b acted on every dual
             changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
             if changed:
@@ -293,6 +303,7 @@ class DPCMixin:
             print(note)
         if not self._dpc_custom_features():
             self._dpc_find_features()
+        self.dpc_plan_text()
         if replay.replay_needed(super().forward_backward):
             print(f"DPC: each epoch's last batch also runs {self.dpc_backbone_name()}.forward_backward without its "
                   "optimizer step, for what it does at epoch end (learning-rate schedule, weight averaging)")
@@ -318,6 +329,7 @@ class DPCMixin:
     def dpc_loss(self, images, labels):
         """L_CL over anchors and hard negatives (or, with DPC.OBJECTIVE cross-entropy, the anchors' CE over all
         base classes), plus the backbone's parallel terms: (loss, logged values)."""
+        classes = None
         if self.cfg.DPC.OBJECTIVE == "cross-entropy":
             image_features, text_features = self._dpc_train_features(images, None)
             logits = self.dpc_net.logit_scale.exp() * cosine_logits(image_features, text_features)
@@ -326,12 +338,17 @@ class DPCMixin:
         else:
             negatives, pair_labels, anchor_features = self.dpc_batch(images, labels)
             pairs = torch.cat([images, negatives]) if len(negatives) else images
-            image_features, text_features = self._dpc_train_features(pairs, anchor_features)
-            loss = symmetric_infonce(image_features, text_features, pair_labels, self.dpc_net.logit_scale)
+            targets = pair_labels
+            if self.dpc_text_plan.pairs:
+                per_image = not self._dpc_custom_features() and self.dpc_capture.sites.conditioned
+                classes, targets = text_classes.pair_classes(pair_labels, per_image)
+            image_features, text_features = self._dpc_train_features(pairs, anchor_features, classes)
+            loss = symmetric_infonce(image_features, text_features, targets, self.dpc_net.logit_scale)
             logged = {"loss_cl": loss.item(), "pairs": len(pair_labels)}
         n = len(images)
         anchor_text = text_features[:n] if text_features.dim() == 3 else text_features
-        extra = self.dpc_extra_loss(images, labels, image_features[:n], anchor_text)
+        on_pairs = {"classes": classes} if self.dpc_text_plan.terms_on_pairs and classes is not None else {}
+        extra = self.dpc_extra_loss(images, labels, image_features[:n], anchor_text, **on_pairs)
         if isinstance(extra, torch.Tensor):
             extra = {"extra": extra}
         for name, term in (extra or {}).items():
@@ -339,17 +356,20 @@ class DPCMixin:
             logged[name] = term.item()
         return loss, logged
 
-    def dpc_extra_loss(self, images, labels, image_features, text_features):
+    def dpc_extra_loss(self, images, labels, image_features, text_features, classes=None):
         """The backbone's own loss terms, added to L_CL in parallel: a tensor, {name: tensor} or None.
 
         Called in ``train`` mode with the anchors, their features under P' and the text features
         of all base classes under P' ([C, D], or the anchors' own [B, C, D] for per-image text): the
-        tensors L_CL uses. By default the backbone trainer's ``regularization_terms`` when it has them
-        and ``DPC.PARALLEL_LOSS`` is on.
+        tensors L_CL uses. With ``DPC.TEXT_CLASSES pairs`` the text features are those of ``classes`` only
+        (given then, for terms that take it). By default the backbone trainer's ``regularization_terms``
+        when it has them and ``DPC.PARALLEL_LOSS`` is on.
         """
         terms = getattr(self, "regularization_terms", None)
         if terms is None or not self.cfg.DPC.PARALLEL_LOSS:
             return None
+        if classes is not None:
+            return terms(images, image_features, text_features, classes=classes)
         return terms(images, image_features, text_features)
 
     def forward_backward(self, batch):
@@ -452,7 +472,7 @@ class DPCMixin:
             "stage1": self.dpc_stage1, "update": d.UPDATE, "parallel_loss": d.PARALLEL_LOSS,
             "w_base": d.W_BASE, "w_new": d.W_NEW, "topk": d.TOPK,
             "neg_source": d.NEG_SOURCE, "base_prompt": d.BASE_PROMPT, "objective": d.OBJECTIVE,
-            "negatives": d.NEGATIVES, "neg_transform": self.dpc_neg_transform(),
+            "negatives": d.NEGATIVES, "neg_transform": self.dpc_neg_transform(), "text_classes": d.TEXT_CLASSES,
             "prompt_tensors": self.dpc_prompts, "weighted_tensors": self.dpc_weighted,
             "classnames": list(self.dm.dataset.classnames), "backbone": self.dpc_backbone_name(),
         }

@@ -42,6 +42,7 @@ class KgCoOpCLIP(CoOpCLIP):
                              persistent=False)
         print(f"KgCoOp: frozen CLIP text features of {template!r}")
 
-    def knowledge_guided_distance(self, text_features: torch.Tensor) -> torch.Tensor:
-        """KgCoOp's term (without its weight W) for the prompted text features of all classes."""
-        return knowledge_guided_distance(text_features, self.frozen_text_features)
+    def knowledge_guided_distance(self, text_features: torch.Tensor, classes=None) -> torch.Tensor:
+        """KgCoOp's term (without its weight W) for the prompted text features of all classes (or of ``classes``)."""
+        frozen = self.frozen_text_features if classes is None else self.frozen_text_features[classes]
+        return knowledge_guided_distance(text_features, frozen)

@@ -69,11 +69,12 @@ class PromptSRCCLIP(IVLPCLIP):
         """Frozen CLIP's image features (CLIP's own ViT forward, no prompts)."""
         return self.image_encoder.visual(image.type(self.dtype))
 
-    def scl_outputs(self, image, image_features=None, text_features=None) -> SCLOutputs:
+    def scl_outputs(self, image, image_features=None, text_features=None, classes=None) -> SCLOutputs:
         """Prompted logits and the features the self-regulating terms need, for one training batch.
 
         ``image_features`` / ``text_features``: the prompted features of ``image`` and of all classes
-        when the caller has them already (DPC stage 2); encoded here otherwise.
+        when the caller has them already (DPC stage 2); encoded here otherwise. ``classes``: the rows of the
+        classes ``text_features`` holds (then the terms compare those classes only), else all.
         """
         scale = self.logit_scale.exp()
         image_features = F.normalize(self.encode_image(image) if image_features is None else image_features, dim=-1)
@@ -81,5 +82,6 @@ class PromptSRCCLIP(IVLPCLIP):
         logits = scale * image_features @ text_features.t()
         with torch.no_grad():
             zs_image = F.normalize(self.encode_zero_shot_image(image), dim=-1)
-            zs_logits = scale * zs_image @ self.zs_text_features.to(zs_image.dtype).t()
-        return SCLOutputs(logits, text_features, image_features, self.zs_text_features, zs_image, zs_logits)
+            zs_text = self.zs_text_features if classes is None else self.zs_text_features[classes]
+            zs_logits = scale * zs_image @ zs_text.to(zs_image.dtype).t()
+        return SCLOutputs(logits, text_features, image_features, zs_text, zs_image, zs_logits)
