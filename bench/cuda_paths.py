@@ -55,7 +55,7 @@ BACKBONES = {  # stage-1 config, stage-2 config, options that keep a tiny run sm
              ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", "3"]),
 }
 SIZES = {"tiny": dict(layers=4, width=64, embed_dim=64, image_size=32, patch_size=8),
-         "vit-b16": dict(layers=12, width=768, embed_dim=512, image_size=224, patch_size=16)}
+         "vit-b16": dict(layers=12, width=512, vision_width=768, embed_dim=512, image_size=224, patch_size=16)}
 EPOCHS = 2
 
 

@@ -63,7 +63,8 @@ CONFIGS = {  # stage 1 (batch 32), stage 2 (batch 4, K 8), the config node, prom
                   "configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml",
                   ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT"]),
 }
-SIZES = {"small": dict(width=256, layers=6, patch_size=32), "vit-b16": dict(width=768, layers=12, patch_size=16)}
+SIZES = {"small": dict(width=256, layers=6, patch_size=32),  # width: text tower (and image tower unless vision_width)
+         "vit-b16": dict(width=512, vision_width=768, layers=12, patch_size=16)}
 
 
 # ---------------------------------------------------------------- measuring
@@ -399,6 +400,7 @@ def main():
               f"{a.size} CLIP ...")
         write_photos(os.path.join(work, "data"), a.classes, photo)
         clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), layers=shape["layers"], width=shape["width"],
+                                   vision_width=shape.get("vision_width"),
                                    embed_dim=512 if a.size == "vit-b16" else shape["width"],
                                    image_size=a.image_size, patch_size=shape["patch_size"])
         opts = ["MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", clip_file,

@@ -1,9 +1,12 @@
 """Benchmark: memory of one PromptKD+DPC stage-2 step against PromptKD's own step.
 
 Builds real Dassl trainers on a synthetic dataset with two randomly initialised CLIPs, a "large" teacher
-and a "small" student (untrained prompts: memory does not depend on their values):
+and a "small" student (untrained prompts: memory does not depend on their values); ``--size vit``: the real
+shapes, a ViT-B/16 student (text width 512, image width 768, 12 layers, patch 16) and a ViT-L/14 teacher (text
+width 768, 12 layers; image width 1024, 24 layers, patch 14), 224 px:
 - PromptKD: a batch of 32 images (the DPC release's stage-1 batch), distilled over all classes;
-- DPC_PromptKD: 4 anchors with K = 8 (up to 32 image-class pairs), negatives ranked by the teacher.
+- DPC_PromptKD: 4 anchors with K = 8 (up to 32 image-class pairs), negatives ranked by the teacher, its text copy
+  over the pairs' classes (``DPC.TEXT_CLASSES auto``, "dpc") and over every base class ("dpc_all", as before).
 Each step runs in a fresh process, which reports
 - the activation memory the step keeps for its backward pass (``saved_tensors_hooks``, storages counted once),
 - on CUDA, the peak memory allocated over the step (on the CPU the process's peak resident memory says little:
@@ -11,6 +14,7 @@ Each step runs in a fresh process, which reports
 - the parameters held: the teacher once, no copy of its towers for DPC's text side.
 
     python bench/promptkd_memory.py [--classes 64] [--student-width 256] [--teacher-width 512] [--device cuda]
+    python bench/promptkd_memory.py --size vit --classes 100 200     # real shapes, C = 50 and 100 base classes
 """
 import argparse
 import contextlib
@@ -53,12 +57,21 @@ def prepare(work, a):
     from tools.tiny_clip import save_tiny_clip
 
     make_dataset(os.path.join(work, "data"), "dtd", n_classes=a.classes, train_per_class=16, val_per_class=1,
-                 test_per_class=1, image_size=a.image_size)
-    size = dict(layers=a.layers, image_size=a.image_size, patch_size=32)
-    small = save_tiny_clip(os.path.join(work, "small.pt"), width=a.student_width, embed_dim=a.student_width // 2, **size)
-    large = save_tiny_clip(os.path.join(work, "large.pt"), width=a.teacher_width, embed_dim=a.teacher_width // 2,
-                           seed=1, **size)
-    depth = str(min(9, a.layers))
+                 test_per_class=1, image_size=min(a.image_size, 64))
+    if a.size == "vit":  # ViT-B/16 student, ViT-L/14 teacher
+        small = save_tiny_clip(os.path.join(work, "small.pt"), layers=12, width=512, vision_width=768, embed_dim=512,
+                               image_size=a.image_size, patch_size=16)
+        large = save_tiny_clip(os.path.join(work, "large.pt"), layers=12, vision_layers=24, width=768,
+                               vision_width=1024, embed_dim=768, image_size=a.image_size, patch_size=14, seed=1)
+        layers = 12
+    else:
+        size = dict(layers=a.layers, image_size=a.image_size, patch_size=32)
+        small = save_tiny_clip(os.path.join(work, "small.pt"), width=a.student_width, embed_dim=a.student_width // 2,
+                               **size)
+        large = save_tiny_clip(os.path.join(work, "large.pt"), width=a.teacher_width, embed_dim=a.teacher_width // 2,
+                               seed=1, **size)
+        layers = a.layers
+    depth = str(min(9, layers))
     opts = ["DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base", "DATALOADER.NUM_WORKERS", "0",
             "MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", small, "INPUT.SIZE", f"({a.image_size},{a.image_size})",
             "TRAINER.PROMPTKD.TEACHER_NAME", "custom", "TRAINER.PROMPTKD.TEACHER_PATH", large,
@@ -82,7 +95,7 @@ def measure(work, which):
         trainer = build(work, "PromptKD", STAGE1)
     else:
         trainer = build(work, "DPC_PromptKD", STAGE2, "DPC.STAGE1_DIR", os.path.join(work, "PromptKD"),
-                        "DPC.STAGE1_EPOCH", "1")
+                        "DPC.STAGE1_EPOCH", "1", "DPC.TEXT_CLASSES", "all" if which == "dpc_all" else "auto")
         with contextlib.redirect_stdout(io.StringIO()):
             trainer.before_train()
     batch = next(iter(trainer.train_loader_x))
@@ -110,13 +123,40 @@ def measure(work, which):
             "parameters_m": round(sum(params.values()) / 1e6, 2)}
 
 
+STEPS = {"promptkd": "PromptKD step (32 images)", "dpc_all": "DPC_PromptKD, text over all classes (before)",
+         "dpc": "DPC_PromptKD, text over the pairs' classes"}
+
+
+def run_classes(a, classes, env) -> dict:
+    a.classes = classes
+    with tempfile.TemporaryDirectory() as work:
+        prepare(work, a)
+        result = {}
+        for step in a.steps:
+            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", work, step], env=env,
+                                  capture_output=True, text=True)
+            if proc.returncode:
+                sys.exit(f"error: the {step} step failed:\n{proc.stderr[-3000:]}")
+            result[step] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "promptkd" in result:
+        base = result["promptkd"]
+        for step, r in result.items():
+            r["x_saved"] = round(r["saved_activations_mb"] / base["saved_activations_mb"], 3)
+            if r["cuda_step_peak_mb"] is not None:
+                r["x_cuda_peak"] = round(r["cuda_step_peak_mb"] / base["cuda_step_peak_mb"], 3)
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--classes", type=int, default=64, help="dataset classes (half are base classes)")
+    parser.add_argument("--classes", type=int, nargs="+", default=[64], help="dataset classes (half are base classes)")
+    parser.add_argument("--size", default="small", choices=("small", "vit"),
+                        help="small: the widths and layers below; vit: ViT-B/16 student, ViT-L/14 teacher")
     parser.add_argument("--student-width", type=int, default=256)
     parser.add_argument("--teacher-width", type=int, default=512)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--child", nargs=2, metavar=("WORK", "STEP"), help=argparse.SUPPRESS)
@@ -125,28 +165,20 @@ def main():
         print(json.dumps(measure(*a.child)))
         return
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", "") if a.device == "cuda" else "")
-    with tempfile.TemporaryDirectory() as work:
-        print(f"preparing: {a.classes} classes, student width {a.student_width}, teacher width {a.teacher_width} ...")
-        prepare(work, a)
-        result = {}
-        for step in ("promptkd", "dpc"):
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", work, step], env=env,
-                                  capture_output=True, text=True, check=True)
-            result[step] = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["ratio_saved_activations"] = round(result["dpc"]["saved_activations_mb"] /
-                                              result["promptkd"]["saved_activations_mb"], 3)
-    if result["dpc"]["cuda_step_peak_mb"] is not None:
-        result["ratio_cuda_step_peak"] = round(result["dpc"]["cuda_step_peak_mb"] / result["promptkd"]["cuda_step_peak_mb"], 3)
-    for step, name in (("promptkd", "PromptKD step (32 images)"), ("dpc", "DPC_PromptKD step (4 anchors, K=8)")):
-        r = result[step]
-        peak = "" if r["cuda_step_peak_mb"] is None else f"  CUDA peak {r['cuda_step_peak_mb']:8.1f} MB"
-        print(f"{name:36s} images {r['images']:>3}  saved activations {r['saved_activations_mb']:8.1f} MB{peak}  "
-              f"parameters {r['parameters_m']} M")
-    print(f"DPC / PromptKD saved activations: x{result['ratio_saved_activations']}"
-          + (f"; CUDA step peak: x{result['ratio_cuda_step_peak']}" if "ratio_cuda_step_peak" in result else ""))
+    shapes = ("ViT-B/16 student, ViT-L/14 teacher" if a.size == "vit" else
+              f"student width {a.student_width}, teacher width {a.teacher_width}, {a.layers} layers")
+    results = {}
+    for classes in a.classes:
+        print(f"{classes} classes ({classes // 2} base), {shapes} ...", flush=True)
+        results[classes // 2] = result = run_classes(a, classes, env)
+        for step, r in result.items():
+            peak = "" if r["cuda_step_peak_mb"] is None else f"  CUDA peak {r['cuda_step_peak_mb']:8.1f} MB"
+            ratio = f" (x{r['x_saved']})" if "x_saved" in r else ""
+            print(f"  {STEPS[step]:46s} images {r['images']:>3}  saved activations {r['saved_activations_mb']:8.1f} "
+                  f"MB{ratio}{peak}  parameters {r['parameters_m']} M")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump({"shapes": shapes, "by_base_classes": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ from clip.model import CLIP
 
 def build_tiny_clip(layers: int = 4, width: int = 64, embed_dim: int = 32, image_size: int = 32,
                     patch_size: int = 16, seed: int = 0, vision_width: int | None = None,
-                    context_length: int = 77) -> CLIP:
-    """A ViT CLIP with ``layers`` blocks per tower; widths are multiples of 64 (CLIP: 64 dims per head)."""
+                    context_length: int = 77, vision_layers: int | None = None) -> CLIP:
+    """A ViT CLIP with ``layers`` blocks per tower (the image tower ``vision_layers`` if given); widths are
+    multiples of 64 (CLIP: 64 dims per head)."""
     torch.manual_seed(seed)
-    model = CLIP(embed_dim=embed_dim, image_resolution=image_size, vision_layers=layers,
+    model = CLIP(embed_dim=embed_dim, image_resolution=image_size, vision_layers=vision_layers or layers,
                  vision_width=vision_width or width,
                  vision_patch_size=patch_size, context_length=context_length, vocab_size=49408,
                  transformer_width=width, transformer_heads=width // 64, transformer_layers=layers)
