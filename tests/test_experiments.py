@@ -136,3 +136,20 @@ def test_fig5_grid_runs_backbone_dpc_and_dept_then_prints_and_draws_figs_5_and_1
         assert f"wrote {path}" in proc.stdout
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width > 500 and image.height > 400
+
+
+def test_toyworld_study_runs_dept_on_coops_recipe_and_on_its_own_beside_dpc_and_the_ce_control(tmp_path):
+    from bench import toyworld_study as study
+
+    grid = study.study_grid("toyworld", [1, 2], ["ce", "dept", "dept-own"], str(tmp_path / "clip.pt"), str(tmp_path))
+    jobs = by_name(grid.jobs)
+    for seed in (1, 2):
+        same = jobs[f"dept/toyworld/seed{seed}/dept"]
+        assert same.argv[:5] == ("bash", "scripts/dept/base2new_train.sh", "toyworld", str(seed), "coop")
+        assert dict(same.env) == {"DEPT_CONFIG": "configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml"}
+        assert os.path.isfile(os.path.join(ROOT, dict(same.env)["DEPT_CONFIG"]))
+        assert dict(jobs[f"dept/toyworld/seed{seed}/dept-own"].env) == {}  # DePT_CoOp's own config
+        assert "TRAINER.COOP.N_CTX" in same.argv and str(tmp_path / "clip.pt") in same.argv  # the ToyWorld options
+        assert jobs[f"coop/toyworld/seed{seed}/dpc@ce"].deps == (f"coop/toyworld/seed{seed}/stage1",)
+    # the table reads each DePT row from the cfg dir its config names
+    assert study.dept_config("CoOp") == "vit_b16_c4_ep20_batch32_lr35" and study.dept_config("") == ""
