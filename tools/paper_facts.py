@@ -95,7 +95,7 @@ PAPER = {
 # datasets, 4 backbones with and without DPC, and DePT) and Fig. 5 (average H, 3 backbones, + DePT and + DPC):
 # their backbone and + DPC bars are Table 1's averages, taken from there; DePT's bars (numbers the paper took from
 # DePT's paper) are not given anywhere in its text: None.
-FIGURE_METRICS = {"fig1": "base", "fig5": "H"}
+FIGURE_METRICS = {"fig5": "H", "fig1": "base"}
 FIGURES_PAPER_NOTE = ("paper: Figs. 1 and 5 print no numbers; backbone and + DPC are the paper's Table 1 averages "
                       "(the same bars), DePT's are not given (-)")
 

@@ -8,10 +8,10 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from tools.paper_facts import (AVERAGE, DEFAULT_WB, DEFAULT_WN, FIG5_METHODS, TARGET_GROUPS, dataset_name,
-                               trainer_order)
-from tools.paper_render import (METHOD_HEADERS, coverage_tag, figure_backbones, index_records, ordered_rows, ours,
-                                present_datasets)
+from tools.paper_facts import (AVERAGE, DEFAULT_WB, DEFAULT_WN, FIG5_METHODS, FIGURE_METRICS, TARGET_GROUPS,
+                               dataset_name, trainer_order)
+from tools.paper_render import (FIGURE_TITLES, METHOD_HEADERS, coverage_tag, figure_backbones, index_records,
+                                ordered_rows, ours, present_datasets)
 from tools.run_results import DPC_PREFIX, backbone_of
 
 BACKBONE_COLOR, DPC_COLOR, DEPT_COLOR = "#9ecae1", "#08519c", "#fd8d3c"
@@ -271,7 +271,7 @@ def plot_plugins(records: List[dict], figure: str, path: str) -> str:
     """Fig. 5 (average H) or Fig. 1 (average base): per backbone, bars of the backbone, + DPC and + DePT, each with
     its value; the published value (where the paper gives one) as a black tick over its bar."""
     plt = _pyplot()
-    metric = {"fig5": "H", "fig1": "base"}[figure]
+    metric = FIGURE_METRICS[figure]
     published = index_records([r for r in records if r.get("source") == "paper"], "row", "method", "metric")
     records = ours(records)
     idx = index_records(records, "row", "method", "metric")
@@ -303,9 +303,7 @@ def plot_plugins(records: List[dict], figure: str, path: str) -> str:
         _accuracy_limits(ax, shown + [m[1] for m in marks])
     ax.set_ylabel(f"{'H' if metric == 'H' else 'base accuracy'} (%), average over {covered} dataset"
                   + ("s" if covered != 1 else ""))
-    title = {"fig5": "Fig. 5: average H of base-to-new: backbone, + DPC, + DePT",
-             "fig1": "Fig. 1: average base accuracy: backbone, + DPC, + DePT"}[figure]
-    ax.set_title(title)
+    ax.set_title(FIGURE_TITLES[figure])
     _legend_below(fig, ax, ncol=4)
     return _save(fig, path)
 
@@ -323,5 +321,5 @@ def draw_figures(results: Dict[str, List[dict]], out_dir: str) -> List[str]:
             written.append(plot(results[table], os.path.join(out_dir, name)))
     if ours(results.get("fig5", [])):
         written += [plot_plugins(results["fig5"], figure, os.path.join(out_dir, f"{figure}.png"))
-                    for figure in ("fig5", "fig1")]
+                    for figure in FIGURE_METRICS]
     return written

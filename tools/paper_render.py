@@ -14,8 +14,9 @@ from typing import Dict, List, Optional
 
 from tabulate import tabulate
 
-from tools.paper_facts import (AVERAGE, FIG5_BACKBONES, FIG5_METHODS, FIGURES_PAPER_NOTE, PAPER, PAPER_DATASETS,
-                               TABLE3_COMPONENTS, TARGET_GROUPS, dataset_name, dataset_order, published_figure_value)
+from tools.paper_facts import (AVERAGE, FIG5_BACKBONES, FIG5_METHODS, FIGURE_METRICS, FIGURES_PAPER_NOTE, PAPER,
+                               PAPER_DATASETS, TABLE3_COMPONENTS, TARGET_GROUPS, dataset_name, dataset_order,
+                               published_figure_value)
 from tools.parse_test_res import Summary, _fmt, _pm
 from tools.run_results import DPC_PREFIX
 
@@ -330,7 +331,7 @@ def render_fewshot(records: List[dict], paper: bool = False) -> List[Rendered]:
 
 METHOD_HEADERS = {"backbone": "alone", "DPC": "+ DPC", "DePT": "+ DePT"}
 FIGURE_TITLES = {"fig5": "Fig. 5. Average H of base-to-new: backbone, + DPC, + DePT",
-                 "fig1": "Fig. 1. Average base accuracy: backbone, + DPC, + DePT"}
+                 "fig1": "Fig. 1. Average base accuracy: backbone, + DPC, + DePT"}  # tables and PNGs
 
 
 def figure_backbones(records: List[dict], figure: str) -> List[str]:
@@ -349,7 +350,7 @@ def render_fig5(records: List[dict], paper: bool = False) -> List[Rendered]:
     covered = max(r["n"] for r in records)
     idx = index_records(records, "row", "method", "metric")
     out = []
-    for figure, metric in (("fig5", "H"), ("fig1", "base")):
+    for figure, metric in FIGURE_METRICS.items():
         methods = [m for m, _ in FIG5_METHODS]
         headers = ["Backbone"] + [METHOD_HEADERS[m] for m in methods]
         if paper:
