@@ -1,4 +1,4 @@
-"""What a reviewer would ask of DPC, measured on ToyWorld with the pretrained toy CLIP (CPU, ~20 min on 2 cores).
+"""What a reviewer would ask of DPC, measured on ToyWorld with the pretrained toy CLIP (CPU, ~25 min on 2 cores).
 
     python bench/toyworld_study.py [--dataset toyworld|toyworld_wide] [--seeds 1 2 3] [--rows TAG ...]
                                    [--root output/toyworld_study] [--workers 2] [--markdown FILE] [--report-only]
@@ -14,7 +14,11 @@ DPC_TAG with *_EXTRA options, see scripts/lib.sh). The questions:
 3. hard against random negatives (DPC.NEGATIVES random);
 4. the update variants: the release's (default), DPC.UPDATE frozen and DPC.BASE_PROMPT mixed (paper-literal);
 5. w_b (a training-time weight under the release's update: one stage 2 per value) and w_n (evaluation time:
-   DPC.SWEEP_W_NEW on the main run).
+   DPC.SWEEP_W_NEW on the main run);
+6. DePT (docs/dept.md), the feature-level plug-in, on the same CoOp: DePT_CoOp through scripts/dept/base2new_train.sh
+   with CoOp's recipe (DEPT_CONFIG: batch 32, 20 epochs, one stage) and with DePT's own (batch 4, 10 epochs).
+
+The comparison of the plug-ins alone: ``--rows ce dept dept-own`` (CoOp, + DPC, + CE control, + DePT).
 
 ``--dataset toyworld_wide`` asks the same of the 100-class variant (50 base classes: more neighbours to mine).
 Prints the tables (mean ± std over seeds) and writes them as Markdown to ``<root>/study_<dataset>.md``.
@@ -31,7 +35,7 @@ sys.path.insert(0, ROOT)
 
 from tabulate import tabulate  # noqa: E402
 
-from tools.demo import SHOTS, curve_job, results, run_dirs, zero_shot  # noqa: E402
+from tools.demo import SHOTS, config_name, curve_job, results, run_dirs, zero_shot  # noqa: E402
 from tools.demo import curves as stage1_curves  # noqa: E402
 from tools.experiments import Grid  # noqa: E402
 from tools.run_results import read_weight_sweep  # noqa: E402
@@ -62,7 +66,17 @@ DPC_ROWS = {
     "wb1.0": ("+ DPC, w_b 1.0 (no gradient scaling)", "DPC.W_BASE 1.0"),
     "ce-wb1.0": ("+ CE control, w_b 1.0 (no scaling)", "DPC.OBJECTIVE cross-entropy DPC.W_BASE 1.0"),
 }
-ROW_CHOICES = ["ep40"] + [tag for tag in DPC_ROWS if tag] + [WN_TAG]
+# DePT_CoOp (one stage, from CLIP): tag -> (row, the trainer whose config it runs with; "": DePT's own)
+DEPT_ROWS = {
+    "dept": ("CoOp + DePT (one stage, CoOp's recipe: batch 32, 20 epochs)", "CoOp"),
+    "dept-own": ("CoOp + DePT, DePT's recipe (batch 4, 10 epochs, random init)", ""),
+}
+ROW_CHOICES = ["ep40"] + [tag for tag in DPC_ROWS if tag] + list(DEPT_ROWS) + [WN_TAG]
+
+
+def dept_config(recipe: str) -> str:
+    """The config stem a DePT row runs with ("": DePT_CoOp's own)."""
+    return config_name(recipe) if recipe else ""
 
 
 def study_grid(dataset: str, seeds, rows, weights: str, output: str) -> Grid:
@@ -77,6 +91,11 @@ def study_grid(dataset: str, seeds, rows, weights: str, output: str) -> Grid:
                          {"TAG": tag}, [longer])
             elif tag in DPC_ROWS:
                 grid.stage2(dataset, seed, "coop", stage1, tag, DPC_ROWS[tag][1])
+            elif tag in DEPT_ROWS:
+                recipe = DEPT_ROWS[tag][1]
+                env = {"DEPT_CONFIG": f"configs/trainers/{recipe}/{dept_config(recipe)}.yaml"} if recipe else {}
+                grid.add(f"dept/{dataset}/seed{seed}/{tag}", "scripts/dept/base2new_train.sh", [dataset, seed, "coop"],
+                         env)
         if WN_TAG in rows:
             sweep = "[" + ",".join(format(w, "g") for w in W_NEW_SWEEP) + "]"
             grid.add(f"coop/{dataset}/seed{seed}/{WN_TAG}", "scripts/dpc/base2new_train.sh", [dataset, seed, "coop"],
@@ -105,6 +124,10 @@ def tables(dataset: str, seeds, rows, weights: str, output: str) -> str:
     for tag, (row, _) in DPC_ROWS.items():
         if tag == "" or tag in rows:
             found = results(output, "DPC_CoOp", seeds, dataset, tag)
+            lines.append([row] + [cell(found[m], n) for m in ("base", "new", "H")])
+    for tag, (row, recipe) in DEPT_ROWS.items():
+        if tag in rows:
+            found = results(output, "DePT_CoOp", seeds, dataset, config=dept_config(recipe))
             lines.append([row] + [cell(found[m], n) for m in ("base", "new", "H")])
     parts = [tabulate(lines, headers=[f"{dataset}, 16 shots, CoOp", "Base", "New", "H"], tablefmt="github")]
 

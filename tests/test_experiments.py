@@ -96,3 +96,60 @@ def test_table4_grid_runs_with_two_concurrent_workers_and_prints_the_table(tmp_p
     table = proc.stdout[proc.stdout.index("Table 4"):]
     for batch, k in ((4, 5), (8, 4), (16, 2)):  # EuroSAT's 5 base classes: the scripts' K is 5 for batch 4
         assert re.search(rf"^\s*{batch}\s+{k}\s+\d+\.\d+", table, re.M), table
+
+
+def test_fig5_grid_runs_backbone_dpc_and_dept_then_prints_and_draws_figs_5_and_1(tmp_path, tiny_clip_file):
+    """The smallest Fig. 5 grid (CoOp, one dataset, one seed, one epoch): stage 1, DPC and DePT through the sweep,
+    then Fig. 5's (average H) and Fig. 1's (average base) tables, ours from the runs beside the published numbers,
+    and their PNGs."""
+    pytest.importorskip("dassl")
+    from PIL import Image
+
+    from tools.parse_test_res import harmonic_mean
+    from tools.synthetic_data import make_dataset
+
+    make_dataset(str(tmp_path / "data"), "eurosat", n_classes=10, train_per_class=4, val_per_class=1, test_per_class=2)
+    env = dict(os.environ, DATA_ROOT=str(tmp_path / "data"), OUTPUT_ROOT=str(tmp_path / "out"), SHOTS="4",
+               PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "scripts/paper/fig5.sh", "--datasets", "eurosat", "--seeds", "1", "--backbones",
+                           "coop", "--paper", "--", *TINY, "MODEL.BACKBONE.PATH", tiny_clip_file],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    b2n = tmp_path / "out" / "base2new"
+    base, new = {}, {}
+    for trainer in ("CoOp", "DPC_CoOp", "DePT_CoOp"):
+        (cfg,) = os.listdir(b2n / "train_base" / "eurosat" / "shots_4" / trainer)
+        base[trainer] = read_accuracy(str(b2n / "train_base" / "eurosat" / "shots_4" / trainer / cfg / "seed1"))
+        new[trainer] = read_accuracy(str(b2n / "test_new" / "eurosat" / "shots_4" / trainer / cfg / "seed1"))
+    assert None not in base.values() and None not in new.values()
+    assert new["DPC_CoOp"] == new["CoOp"]  # w_n = 1e-6: the new classes keep stage 1's prompt
+
+    def row(title):  # the CoOp row of a printed table: backbone, + DPC, + DePT (ours), then the paper's three
+        table = proc.stdout[proc.stdout.index(title):]
+        return re.search(r"^\s*CoOp\s+(.*)$", table, re.M).group(1).split()
+
+    h = [f"{harmonic_mean(base[t], new[t]):.2f}" for t in ("CoOp", "DPC_CoOp", "DePT_CoOp")]
+    assert row("Fig. 5.") == h + ["74.84", "76.13", "-"]  # DePT's bars: no published numbers
+    assert row("Fig. 1.") == [f"{base[t]:.2f}" for t in ("CoOp", "DPC_CoOp", "DePT_CoOp")] + ["81.98", "85.15", "-"]
+    for name in ("fig5.png", "fig1.png"):
+        path = tmp_path / "out" / "figures" / name
+        assert f"wrote {path}" in proc.stdout
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 500 and image.height > 400
+
+
+def test_toyworld_study_runs_dept_on_coops_recipe_and_on_its_own_beside_dpc_and_the_ce_control(tmp_path):
+    from bench import toyworld_study as study
+
+    grid = study.study_grid("toyworld", [1, 2], ["ce", "dept", "dept-own"], str(tmp_path / "clip.pt"), str(tmp_path))
+    jobs = by_name(grid.jobs)
+    for seed in (1, 2):
+        same = jobs[f"dept/toyworld/seed{seed}/dept"]
+        assert same.argv[:5] == ("bash", "scripts/dept/base2new_train.sh", "toyworld", str(seed), "coop")
+        assert dict(same.env) == {"DEPT_CONFIG": "configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml"}
+        assert os.path.isfile(os.path.join(ROOT, dict(same.env)["DEPT_CONFIG"]))
+        assert dict(jobs[f"dept/toyworld/seed{seed}/dept-own"].env) == {}  # DePT_CoOp's own config
+        assert "TRAINER.COOP.N_CTX" in same.argv and str(tmp_path / "clip.pt") in same.argv  # the ToyWorld options
+        assert jobs[f"coop/toyworld/seed{seed}/dpc@ce"].deps == (f"coop/toyworld/seed{seed}/stage1",)
+    # the table reads each DePT row from the cfg dir its config names
+    assert study.dept_config("CoOp") == "vit_b16_c4_ep20_batch32_lr35" and study.dept_config("") == ""

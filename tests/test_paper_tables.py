@@ -89,6 +89,8 @@ def plausible_tree(root, datasets=paper_facts.PAPER_DATASETS, seeds=3):
             cfgs = (COOP, DPC) if tr == "CoOp" else ("cfg", "cfg_dpc")
             pair(root, ds, tr, cfgs[0], noisy(base0 + db), new)
             pair(root, ds, "DPC_" + tr, cfgs[1], noisy(base0 + db + 3), new, seconds=[100 + i] * seeds)
+            if tr in paper_facts.FIG5_BACKBONES:
+                pair(root, ds, "DePT_" + tr, "cfg_dept", noisy(base0 + db + 2), noisy(new0 + dn + 1))
         for tag, db, dn in (("t3-ts", 0.1, -0.5), ("t3-dhno", 0.7, -4.7), ("t3-dhno-we", 2.3, -3),
                             ("t3-we-de", 0.3, 0)):
             pair(root, ds, "DPC_CoOp", f"{DPC}@{tag}", noisy(base0 + db), noisy(new0 + dn))
@@ -369,7 +371,13 @@ def test_cli_writes_csv_markdown_and_figures(tmp_path, capsys):
     assert {"81.98", "85.15"} <= {r["mean"] for r in paper}
     md = (out / "tables.md").read_text()
     assert "| Method" in md and "### Table 4" in md
-    pngs = ["fig6.png", "table2.png", "fewshot.png", "table5.png"] + [
+    with open(out / "csv" / "fig5.csv", newline="") as f:
+        fig5 = list(csv.DictReader(f))
+    assert {r["method"] for r in fig5} == {"backbone", "DPC", "DePT"}
+    assert {("MaPLe", "DPC", "H", "79.12"), ("PromptKD", "backbone", "base", "86.86")} <= {
+        (r["row"], r["method"], r["metric"], r["mean"]) for r in fig5 if r["source"] == "paper"}
+    assert "Fig. 5. Average H" in printed and "Fig. 1. Average base accuracy" in printed
+    pngs = ["fig6.png", "table2.png", "fewshot.png", "table5.png", "fig5.png", "fig1.png"] + [
         f"base2new_{b}.png" for b in ("CoOp", "MaPLe", "PromptSRC", "PromptKD")]
     for name in pngs:
         assert_png(out / "figs" / name)

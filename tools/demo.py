@@ -48,9 +48,10 @@ def config_name(trainer: str) -> str:
     return os.path.basename(out.stdout.strip())[: -len(".yaml")]
 
 
-def run_dirs(output: str, trainer: str, side: str, dataset: str = DATASET, tag: str = "") -> str:
-    """<output>/base2new/<side>/<dataset>/shots_16/<trainer>/<default config>[@<tag>] (holding seed<N>/)."""
-    cfg = config_name(trainer) + (f"@{tag}" if tag else "")
+def run_dirs(output: str, trainer: str, side: str, dataset: str = DATASET, tag: str = "",
+             config: str = "") -> str:
+    """<output>/base2new/<side>/<dataset>/shots_16/<trainer>/<config, default: lib.sh's>[@<tag>] (holding seed<N>/)."""
+    cfg = (config or config_name(trainer)) + (f"@{tag}" if tag else "")
     return os.path.join(output, "base2new", side, dataset, f"shots_{SHOTS}", trainer, cfg)
 
 
@@ -93,11 +94,13 @@ def zero_shot(weights: str, dataset: str = DATASET) -> dict:
     return {"base": down["base"], "new": down["new"], "H": harmonic_mean(down["base"], down["new"])}
 
 
-def results(output: str, trainer: str, seeds, dataset: str = DATASET, tag: str = "") -> dict:
-    """{"base"/"new"/"H": Summary} of one trainer (a tagged variant) over ``seeds``."""
+def results(output: str, trainer: str, seeds, dataset: str = DATASET, tag: str = "", config: str = "") -> dict:
+    """{"base"/"new"/"H": Summary} of one trainer (a tagged variant, another config stem) over ``seeds``."""
     wanted = set(seeds)
-    base = {s: a for s, a in collect(run_dirs(output, trainer, "train_base", dataset, tag)).items() if s in wanted}
-    new = {s: a for s, a in collect(run_dirs(output, trainer, "test_new", dataset, tag)).items() if s in wanted}
+    base = {s: a for s, a in collect(run_dirs(output, trainer, "train_base", dataset, tag, config)).items()
+            if s in wanted}
+    new = {s: a for s, a in collect(run_dirs(output, trainer, "test_new", dataset, tag, config)).items()
+           if s in wanted}
     return base_new(base, new)
 
 

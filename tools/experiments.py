@@ -3,6 +3,7 @@
     python tools/experiments.py table1 table3 --datasets eurosat dtd --seeds 1 2 3 --workers 2 [-- yacs options]
     python tools/experiments.py table2 --gpus 0,1,2,3 --per-gpu 2
     python tools/experiments.py all --cluster slurm --partition gpu --gpus-per-job 1 --time-min 240
+    python tools/experiments.py fig5 --datasets eurosat --seeds 1   # Figs. 5 and 1: + DPC and + DePT
 
 Every step is one call of a script in scripts/dpc/ with STEPS / *_TAG / *_EXTRA (scripts/lib.sh), so a step
 of one table that another table also needs (e.g. the CoOp stage 1 of Tables 1, 3 and 4) is one job. Stage 2
@@ -31,6 +32,8 @@ TARGETS = CROSS_DATASET_TARGETS + CROSS_DOMAIN_TARGETS  # Table 2's 14
 PAPER_BACKBONES = ("coop", "maple", "promptsrc", "promptkd")
 FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
 B2N = "scripts/dpc/base2new_train.sh"
+DEPT_B2N = "scripts/dept/base2new_train.sh"
+DEPT_BACKBONES = ("coop", "cocoop", "kgcoop", "maple", "promptsrc")  # those with a DePT_ trainer
 
 # Table 3 (CoOp): which DPC components each row keeps, and the options that turn the others off.
 # TS two-step tuning (always: stage 2 starts from stage 1); DHNO the hard-negative optimizer (off: the
@@ -85,6 +88,10 @@ class Grid:
 
     def base2new(self, dataset: str, seed: int, backbone: str) -> Job:
         return self.stage2(dataset, seed, backbone, self.stage1(dataset, seed, backbone))
+
+    def dept(self, dataset: str, seed: int, backbone: str) -> Job:
+        """DePT_<Backbone> trained on the base classes and tested on both (one stage, DePT's recipe)."""
+        return self.add(f"{backbone}/{dataset}/seed{seed}/dept", DEPT_B2N, [dataset, seed, backbone])
 
 
 def _at(tag: str) -> str:
@@ -169,6 +176,18 @@ def fig6(grid: Grid, datasets, seeds, backbones):
                 grid.stage2(dataset, seed, "coop", stage1, f"wb{w:g}", f"DPC.W_BASE {_number(w)}")
 
 
+def fig5(grid: Grid, datasets, seeds, backbones):
+    """Fig. 5 (and Fig. 1's DePT bars): backbone, + DPC (Table 1's jobs, shared) and + DePT, on the backbones asked
+    for that have a DePT version (the default four: Fig. 5's CoOp, MaPLe and PromptSRC)."""
+    for backbone in backbones:
+        if backbone not in DEPT_BACKBONES:
+            continue
+        for dataset in datasets:
+            for seed in seeds:
+                grid.base2new(dataset, seed, backbone)
+                grid.dept(dataset, seed, backbone)
+
+
 def fewshot(grid: Grid, datasets, seeds, backbones):
     script = "scripts/dpc/fewshot_train.sh"
     for backbone in backbones:
@@ -185,7 +204,7 @@ def fewshot(grid: Grid, datasets, seeds, backbones):
 
 
 TABLES: Dict[str, Callable] = {"table1": table1, "table2": table2, "table3": table3, "table4": table4,
-                               "table5": table5, "fig6": fig6, "fewshot": fewshot}
+                               "table5": table5, "fig6": fig6, "fewshot": fewshot, "fig5": fig5}
 
 
 def build_jobs(tables: Sequence[str], datasets, seeds, backbones, opts: Sequence[str] = ()) -> List[Job]:
@@ -207,9 +226,13 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--backbones", nargs="+", default=list(PAPER_BACKBONES),
                         choices=["coop", "cocoop", "kgcoop", "maple", "ivlp", "promptsrc", "promptkd"],
-                        help="for table1, table2 and fewshot (Tables 3-5 and Fig. 6 are CoOp's, as in the paper)")
+                        help="for table1, table2, fewshot and fig5 (fig5: those with a DePT version; Tables 3-5 and "
+                             "Fig. 6 are CoOp's, as in the paper)")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and their dependencies, run nothing")
     parser.add_argument("--no-tables", action="store_true", help="do not print the tables at the end")
+    parser.add_argument("--paper", action="store_true", help="print the published numbers beside ours")
+    parser.add_argument("--figures", metavar="DIR",
+                        help="also draw the tables' PNGs into DIR (fig5's default: OUTPUT_ROOT/figures)")
     add_launcher_args(parser)
     parser.usage = "%(prog)s TABLE [TABLE ...] [options] [-- yacs options for every run]"
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -238,8 +261,10 @@ def main(argv=None) -> int:
     report = run_jobs(jobs, launcher, log_dir_from_args(args, "-".join(args.tables), os.path.join(output, "sweeps")))
     if not args.no_tables:
         from tools import paper_tables
+        figures = args.figures or (os.path.join(output, "figures") if "fig5" in args.tables else None)
         paper_tables.main([output, "--tables", *args.tables, "--shots", os.environ.get("SHOTS", "16"),
-                           "--datasets", *args.datasets, "--seeds", *map(str, args.seeds)])
+                           "--datasets", *args.datasets, "--seeds", *map(str, args.seeds)]
+                          + ["--paper"] * args.paper + (["--figures", figures] if figures else []))
     return 0 if report.ok else 1
 
 

@@ -5,6 +5,7 @@ from collections import Counter
 from typing import Iterable, List, Optional, Tuple
 
 from tools.run_results import DPC_PREFIX, backbone_of
+from trainers.plugins import split_trainer_name
 
 AVERAGE = "average"
 PAPER_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
@@ -25,7 +26,12 @@ DEFAULT_STEMS = {"CoOp": "vit_b16_c4_ep20_batch32_lr35", "DPC_CoOp": "vit_b16_c4
 DEFAULT_WB = 0.2        # w_b of the untagged DPC_CoOp run
 DEFAULT_WN = 1e-6       # w_n of the paper
 DEFAULT_EPOCHS = 20     # epochs of the untagged CoOp / DPC_CoOp runs
-TABLES = ("table1", "table2", "table3", "table4", "table5", "fig6", "fewshot")
+TABLES = ("table1", "table2", "table3", "table4", "table5", "fig6", "fewshot", "fig5")  # fig5: Figs. 5 and 1
+# Fig. 5 compares DPC with DePT on "3 backbones" (Sec. 4.2; the text does not name them): of DPC's four, the three
+# DePT's recipe reaches (PromptKD has none: docs/dept.md). Fig. 1 has all four backbones.
+FIG5_BACKBONES = ("CoOp", "MaPLe", "PromptSRC")
+# the bars of each backbone in Figs. 5 and 1: (method, trainer-name prefix)
+FIG5_METHODS = (("backbone", ""), ("DPC", DPC_PREFIX), ("DePT", "DePT_"))
 
 # Table 3: (trainer, tag, row id, components)
 TABLE3_VARIANTS = (
@@ -85,6 +91,21 @@ PAPER = {
     },
 }
 
+# Figs. 1 and 5 are bar charts whose values the paper does not print. Fig. 1 (average base accuracy over the 11
+# datasets, 4 backbones with and without DPC, and DePT) and Fig. 5 (average H, 3 backbones, + DePT and + DPC):
+# their backbone and + DPC bars are Table 1's averages, taken from there; DePT's bars (numbers the paper took from
+# DePT's paper) are not given anywhere in its text: None.
+FIGURE_METRICS = {"fig5": "H", "fig1": "base"}
+FIGURES_PAPER_NOTE = ("paper: Figs. 1 and 5 print no numbers; backbone and + DPC are the paper's Table 1 averages "
+                      "(the same bars), DePT's are not given (-)")
+
+
+def published_figure_value(figure: str, backbone: str, method: str) -> Optional[float]:
+    """The published value of one bar of Fig. 1 or Fig. 5 (Table 1's average; None for DePT)."""
+    prefix = dict(FIG5_METHODS)[method]
+    return PAPER["table1"].get(prefix + backbone, {}).get(FIGURE_METRICS[figure])
+
+
 # ----------------------------------------------------------------------------
 # Names and order
 # ----------------------------------------------------------------------------
@@ -104,6 +125,12 @@ def dataset_order(name: str) -> Tuple[int, str]:
 
 def dataset_name(name: str) -> str:
     return DATASET_NAMES.get(name, name)
+
+
+def plugin_backbone(trainer: str) -> Tuple[str, str]:
+    """(method of FIG5_METHODS, backbone): "DePT_MaPLe" -> ("DePT", "MaPLe"), "CoOp" -> ("backbone", "CoOp")."""
+    node, backbone = split_trainer_name(trainer)
+    return {None: "backbone", "DPC": "DPC", "DEPT": "DePT"}[node], backbone
 
 
 def trainer_order(trainer: str) -> Tuple[int, str, int]:

@@ -1,5 +1,5 @@
-"""The figures of the paper tables (matplotlib, Agg): Fig. 6, base/new/H bars per dataset, Table 2, Table 5
-and few-shot curves, drawn from the records of tools/paper_rows.py."""
+"""The figures of the paper tables (matplotlib, Agg): Figs. 1, 5 and 6, base/new/H bars per dataset, Table 2,
+Table 5 and few-shot curves, drawn from the records of tools/paper_rows.py."""
 
 import math
 import os
@@ -8,11 +8,13 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from tools.paper_facts import AVERAGE, DEFAULT_WB, DEFAULT_WN, TARGET_GROUPS, dataset_name, trainer_order
-from tools.paper_render import coverage_tag, index_records, ordered_rows, ours, present_datasets
+from tools.paper_facts import (AVERAGE, DEFAULT_WB, DEFAULT_WN, FIG5_METHODS, FIGURE_METRICS, TARGET_GROUPS,
+                               dataset_name, trainer_order)
+from tools.paper_render import (FIGURE_TITLES, METHOD_HEADERS, coverage_tag, figure_backbones, index_records,
+                                ordered_rows, ours, present_datasets)
 from tools.run_results import DPC_PREFIX, backbone_of
 
-BACKBONE_COLOR, DPC_COLOR = "#9ecae1", "#08519c"
+BACKBONE_COLOR, DPC_COLOR, DEPT_COLOR = "#9ecae1", "#08519c", "#fd8d3c"
 
 
 def _pyplot():
@@ -65,8 +67,9 @@ def bars_from(name: str, color: str, recs: List[Optional[dict]], covered: List[i
                 [coverage_tag(r, n) for r, n in zip(recs, covered)])
 
 
-def grouped_bars(ax, categories: List[str], series: List[Bars], rotation: int = 30) -> None:
-    """Bars per category, one per series; a missing value is marked "n/a", a partial average "k/E"."""
+def grouped_bars(ax, categories: List[str], series: List[Bars], rotation: int = 30) -> List[np.ndarray]:
+    """Bars per category, one per series; a missing value is marked "n/a", a partial average "k/E".
+    Returns each series' bar positions."""
     x = np.arange(len(categories))
     width = 0.8 / len(series)
     positions = [x - 0.4 + width * (i + 0.5) for i in range(len(series))]
@@ -87,6 +90,7 @@ def grouped_bars(ax, categories: List[str], series: List[Bars], rotation: int = 
             elif tag:
                 top = value + (0 if math.isnan(std) else std)
                 ax.text(pos[j], top, tag, ha="center", va="bottom", fontsize=7)
+    return positions
 
 
 def plot_base2new(records: List[dict], backbone_row: Optional[dict], dpc_row: Optional[dict], path: str) -> str:
@@ -263,6 +267,47 @@ def plot_fig6(records: List[dict], path: str) -> str:
     return _save(fig, path)
 
 
+def plot_plugins(records: List[dict], figure: str, path: str) -> str:
+    """Fig. 5 (average H) or Fig. 1 (average base): per backbone, bars of the backbone, + DPC and + DePT, each with
+    its value; the published value (where the paper gives one) as a black tick over its bar."""
+    plt = _pyplot()
+    metric = FIGURE_METRICS[figure]
+    published = index_records([r for r in records if r.get("source") == "paper"], "row", "method", "metric")
+    records = ours(records)
+    idx = index_records(records, "row", "method", "metric")
+    backbones = figure_backbones(records, figure)
+    covered = max(r["n"] for r in records)
+    colors = {"backbone": BACKBONE_COLOR, "DPC": DPC_COLOR, "DePT": DEPT_COLOR}
+    series = [bars_from("backbone alone" if m == "backbone" else METHOD_HEADERS[m], colors[m],
+                        [idx.get((b, m, metric)) for b in backbones], [covered] * len(backbones))
+              for m, _ in FIG5_METHODS]
+    tags = [bars.tags for bars in series]
+    for bars in series:  # the coverage tag goes under the value label, not over it
+        bars.tags = [None] * len(bars.tags)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(backbones) + 2.5), 5.0), layout="constrained")
+    positions = grouped_bars(ax, backbones, series, rotation=0)
+    ax.set_xlim(-0.5, len(backbones) - 0.5)
+    shown = [v for bars in series for v in bars.values]
+    marks = []
+    for (method, _), pos, bars, tag in zip(FIG5_METHODS, positions, series, tags):
+        for j, backbone in enumerate(backbones):
+            if not math.isnan(bars.values[j]):
+                label = f"{bars.values[j]:.1f}" + (f"\n({tag[j]})" if tag[j] else "")
+                ax.text(pos[j], bars.values[j], label, ha="center", va="bottom", fontsize=8)
+            paper = _value(published.get((backbone, method, metric)))
+            if not math.isnan(paper):
+                marks.append((pos[j], paper))
+    if marks:
+        ax.scatter([m[0] for m in marks], [m[1] for m in marks], marker="_", s=400, linewidths=2.5, color="black",
+                   zorder=3, label="paper (Table 1's average)")
+        _accuracy_limits(ax, shown + [m[1] for m in marks])
+    ax.set_ylabel(f"{'H' if metric == 'H' else 'base accuracy'} (%), average over {covered} dataset"
+                  + ("s" if covered != 1 else ""))
+    ax.set_title(FIGURE_TITLES[figure])
+    _legend_below(fig, ax, ncol=4)
+    return _save(fig, path)
+
+
 def draw_figures(results: Dict[str, List[dict]], out_dir: str) -> List[str]:
     """PNGs of the tables in `results` ({table: records}) that have data; returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)
@@ -274,4 +319,7 @@ def draw_figures(results: Dict[str, List[dict]], out_dir: str) -> List[str]:
     for table, plot, name in plots:
         if ours(results.get(table, [])):
             written.append(plot(results[table], os.path.join(out_dir, name)))
+    if ours(results.get("fig5", [])):
+        written += [plot_plugins(results["fig5"], figure, os.path.join(out_dir, f"{figure}.png"))
+                    for figure in FIGURE_METRICS]
     return written

@@ -14,8 +14,9 @@ from typing import Dict, List, Optional
 
 from tabulate import tabulate
 
-from tools.paper_facts import (AVERAGE, PAPER, PAPER_DATASETS, TABLE3_COMPONENTS, TARGET_GROUPS, dataset_name,
-                               dataset_order)
+from tools.paper_facts import (AVERAGE, FIG5_BACKBONES, FIG5_METHODS, FIGURE_METRICS, FIGURES_PAPER_NOTE, PAPER,
+                               PAPER_DATASETS, TABLE3_COMPONENTS, TARGET_GROUPS, dataset_name, dataset_order,
+                               published_figure_value)
 from tools.parse_test_res import Summary, _fmt, _pm
 from tools.run_results import DPC_PREFIX
 
@@ -328,8 +329,54 @@ def render_fewshot(records: List[dict], paper: bool = False) -> List[Rendered]:
     return [main, Rendered("Few-shot classification per dataset", detail_headers, detail, seeds_note(records))]
 
 
+METHOD_HEADERS = {"backbone": "alone", "DPC": "+ DPC", "DePT": "+ DePT"}
+FIGURE_TITLES = {"fig5": "Fig. 5. Average H of base-to-new: backbone, + DPC, + DePT",
+                 "fig1": "Fig. 1. Average base accuracy: backbone, + DPC, + DePT"}  # tables and PNGs
+
+
+def figure_backbones(records: List[dict], figure: str) -> List[str]:
+    """Backbones of Fig. 5 (the paper's three and any other with a DePT run) or Fig. 1 (every one), in order."""
+    rows = [r["row"] for r in ordered_rows(records)]
+    if figure == "fig1":
+        return rows
+    return [b for b in rows if b in FIG5_BACKBONES or any(r["row"] == b and r["method"] == "DePT" for r in records)]
+
+
+def render_fig5(records: List[dict], paper: bool = False) -> List[Rendered]:
+    """Figs. 5 (H) and 1 (base) as tables: a row per backbone, a column per method (ours, then the paper's)."""
+    records = ours(records)
+    if not records:
+        return []
+    covered = max(r["n"] for r in records)
+    idx = index_records(records, "row", "method", "metric")
+    out = []
+    for figure, metric in FIGURE_METRICS.items():
+        methods = [m for m, _ in FIG5_METHODS]
+        headers = ["Backbone"] + [METHOD_HEADERS[m] for m in methods]
+        if paper:
+            headers[1:] = [("ours\n" if i == 0 else "\n") + h for i, h in enumerate(headers[1:])]
+            headers += [f"paper\n{METHOD_HEADERS[m]}" if i == 0 else f"\n{METHOD_HEADERS[m]}"
+                        for i, m in enumerate(methods)]
+        cells = []
+        for backbone in figure_backbones(records, figure):
+            row = [backbone] + [average_cell(idx.get((backbone, m, metric)), covered) for m in methods]
+            if paper:
+                row += [paper_cell(published_figure_value(figure, backbone, m)) for m in methods]
+            cells.append(row)
+        of = expected_of(records, len(PAPER_DATASETS))
+        title = FIGURE_TITLES[figure] + f" ({covered}{f'/{of}' if covered < of else ''} datasets)"
+        notes = [AVERAGE_NOTE] + partial_note(cells)
+        if figure == "fig1":
+            notes += ["the cfg dir of each trainer as in Table 1; DePT: scripts/dept (one stage, DePT's recipe)"]
+            if paper:
+                notes.append(FIGURES_PAPER_NOTE)
+        out.append(Rendered(title, headers, cells, notes))
+    return out
+
+
 RENDERERS = {"table1": render_table1, "table2": render_table2, "table3": render_table3,
-             "table4": render_table4, "table5": render_table5, "fig6": render_fig6, "fewshot": render_fewshot}
+             "table4": render_table4, "table5": render_table5, "fig6": render_fig6, "fewshot": render_fewshot,
+             "fig5": render_fig5}
 
 
 def render(table: str, records: List[dict], paper: bool = False) -> List[Rendered]:

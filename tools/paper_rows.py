@@ -5,7 +5,7 @@ Per dataset: mean +- population std over seeds. Averages (as the paper): mean ov
 of the per-dataset means; H = harmonic mean of the average base and the average new.
 
 Importable API: table1_rows, table2_rows, table3_rows, table4_rows, table5_rows, fig6_rows,
-fewshot_rows (flat records, see `record`), table_records, paper_records.
+fewshot_rows, fig5_rows (flat records, see `record`), table_records, paper_records.
 """
 
 import os
@@ -16,8 +16,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from tools.paper_facts import (
-    AVERAGE, DEFAULT_EPOCHS, DEFAULT_STEMS, DEFAULT_WB, PAPER, TABLE3_VARIANTS, TABLE4_VARIANTS, TARGET_GROUPS,
-    dataset_order, expected_count, method_label, row_identities, split_cfg, trainer_order)
+    AVERAGE, DEFAULT_EPOCHS, DEFAULT_STEMS, DEFAULT_WB, FIG5_METHODS, FIGURE_METRICS, PAPER, TABLE3_VARIANTS,
+    TABLE4_VARIANTS, TARGET_GROUPS, dataset_order, expected_count, is_teacher, method_label, plugin_backbone,
+    published_figure_value, row_identities, split_cfg, trainer_order)
 from tools.parse_test_res import Summary, base_new, harmonic_mean, summarize
 from tools.run_results import (
     base2new_groups, configured, note_once, scan_side, seed_results, seed_train_seconds, wn_sweep_results, xd_groups)
@@ -117,6 +118,8 @@ def base2new_records(table: str, row: str, label: str, trainer: str, cfg: str,
 
 def paper_records(table: str) -> List[dict]:
     """The published numbers of `table` as records (source "paper")."""
+    if table == "fig5":
+        return figure_paper_records()
     recs = []
     for row, values in PAPER.get(table, {}).items():
         for metric, value in values.items():
@@ -361,6 +364,40 @@ def fewshot_rows(root: str, datasets=None, seeds=None) -> List[dict]:
     return recs
 
 
+def fig5_rows(root: str, datasets=None, shots: int = 16, seeds=None) -> List[dict]:
+    """Figs. 5 and 1: per backbone, the average base / new / H of the backbone, + DPC and + DePT (Table 1's untagged
+    runs and scripts/dept's); a record's row is the backbone, its "method" one of FIG5_METHODS."""
+    groups = {k: v for k, v in untagged(base2new_groups(root, datasets, shots)).items() if not is_teacher(*k)}
+    expected = expected_count(datasets)
+    backbones = sorted({plugin_backbone(tr)[1] for tr, _ in groups}, key=trainer_order)
+    recs = []
+    for backbone in backbones:
+        for method, prefix in FIG5_METHODS:
+            trainer = prefix + backbone
+            cfg = pick_cfg(groups, trainer, None)
+            if cfg is None:
+                continue
+            per_ds = per_dataset_metrics(groups[(trainer, cfg)], seeds)
+            for metric, s in base_new_average(per_ds).items():
+                recs.append(record("fig5", backbone, backbone, trainer, cfg, AVERAGE, metric, s, of=expected,
+                                   method=method))
+    return recs
+
+
+def figure_paper_records() -> List[dict]:
+    """The published bars of Figs. 1 (base) and 5 (H) that the paper gives in numbers (paper_facts)."""
+    recs = []
+    for figure, metric in FIGURE_METRICS.items():
+        for backbone in sorted({plugin_backbone(tr)[1] for tr in PAPER["table1"]}, key=trainer_order):
+            for method, _ in FIG5_METHODS:
+                value = published_figure_value(figure, backbone, method)
+                if value is not None:
+                    rec = record("fig5", backbone, backbone, None, None, AVERAGE, metric, Summary(0, value, None),
+                                 method=method)
+                    recs.append(dict(rec, source="paper"))
+    return recs
+
+
 def table_records(table: str, root: str, datasets=None, shots: int = 16, seeds=None) -> List[dict]:
     """Records of one table name ("table1" ... "fewshot")."""
     if table == "table2":
@@ -368,5 +405,5 @@ def table_records(table: str, root: str, datasets=None, shots: int = 16, seeds=N
     if table == "fewshot":
         return fewshot_rows(root, datasets, seeds)
     builders = {"table1": table1_rows, "table3": table3_rows, "table4": table4_rows,
-                "table5": table5_rows, "fig6": fig6_rows}
+                "table5": table5_rows, "fig6": fig6_rows, "fig5": fig5_rows}
     return builders[table](root, datasets, shots, seeds)

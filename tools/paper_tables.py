@@ -1,4 +1,4 @@
-"""Tables 1-5, Fig. 6 and the few-shot results of the DPC paper, built from train.py run dirs.
+"""Tables 1-5, Figs. 1, 5 and 6 and the few-shot results of the DPC paper, built from train.py run dirs.
 
 Layout read (one run's accuracy as tools/run_results.read_accuracy reads it):
 
@@ -13,6 +13,7 @@ Layout read (one run's accuracy as tools/run_results.read_accuracy reads it):
     Table 4  DPC_CoOp untagged (batch 4, K 8), @b8k4, @b16k2; time = done.json "train_seconds"
     Table 5  CoOp and DPC_CoOp untagged (20 epochs), @ep10, @ep5 (any @ep<N>)
     Fig. 6   DPC_CoOp @wb<v> (untagged: w_b = 0.2) and the @wn-sweep dpc_weight_sweep.json files
+    Figs. 5 and 1 (--tables fig5): average H and base of each backbone, its DPC_ and its DePT_ untagged runs
 
 Only finished runs (with done.json) in seed<N>/ folders count; the other folders are listed on stderr as
 ignored, with why, and two folders of one seed (seed1, seed01) are an error. Per dataset: mean +-
@@ -52,7 +53,7 @@ def has_variant(records: List[dict]) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="paper_tables.py",
-        description="Tables 1-5, Fig. 6 and few-shot results of the DPC paper from the run dirs under OUTPUT_ROOT.",
+        description="Tables 1-5, Figs. 1, 5, 6 and few-shot results of the DPC paper from the run dirs under OUTPUT_ROOT.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 ok, 1 no runs for any table asked for, 2 usage error or a seed in two folders.")
     p.add_argument("root", metavar="OUTPUT_ROOT", help="dir holding base2new/, xd/ and/or fewshot/")
@@ -82,6 +83,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         records = table_records(name, args.root, args.datasets, args.shots, args.seeds)
         if not explicit and name in ABLATIONS and not has_variant(records):
             continue  # untagged runs alone are Table 1, not an ablation
+        if not explicit and name == "fig5" and not any(r["method"] == "DePT" for r in records):
+            continue  # without DePT runs, Table 1 has it all
         if not records:
             if explicit:
                 print(f"{name}: no runs found under {args.root}\n")

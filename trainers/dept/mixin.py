@@ -32,6 +32,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from ..dpc import dassl_compat
+from ..dpc.amp_step import backward_and_update
 from ..dpc.checkpoint import check_evaluated_classes, load_state_checked, read_saved_model, save_registered_models
 from ..dpc.errors import ConfigError
 from ..dpc.features import FeatureCapture, FeatureDiscoveryError, cosine_logits, find_feature_sites, probe_images
@@ -137,18 +138,9 @@ class DePTMixin:
     def forward_backward(self, batch):
         images = batch["img"].to(self.device)
         labels = batch["label"].to(self.device)
-        scaler = getattr(self, "scaler", None)
-        with torch.autocast(images.device.type, enabled=scaler is not None):  # PREC amp
+        with torch.autocast(images.device.type, enabled=getattr(self, "scaler", None) is not None):  # PREC amp
             loss, logged = self.dept_loss(images, labels)
-        if scaler is None:
-            self.model_backward_and_update(loss)
-        else:
-            self.model_zero_grad()
-            scaler.scale(loss).backward()
-            for name in self.get_model_names():
-                if self._optims[name] is not None:
-                    scaler.step(self._optims[name])
-            scaler.update()
+        backward_and_update(self, loss)
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return {"loss": loss.item(), **logged}

@@ -48,6 +48,7 @@ from dassl.data.transforms import build_transform
 
 from .errors import ConfigError, MissingFileError
 from . import dassl_compat, decoupling, replay, tensor_rules, text_classes
+from .amp_step import backward_and_update
 from .backbone_terms import missing_terms_note
 from .checkpoint import (check_classes, check_evaluated_classes, discard_incomplete, load_checkpoint,
                          load_state_checked, read_saved_model, restore_training_state, save_registered_models)
@@ -375,19 +376,10 @@ class DPCMixin:
     def forward_backward(self, batch):
         images = batch["img"].to(self.device)
         labels = batch["label"].to(self.device)
-        scaler = getattr(self, "scaler", None)
-        if scaler is not None:  # PREC amp (CUDA; tests simulate it on CPU)
-            with torch.autocast(images.device.type):
-                loss, logged = self.dpc_loss(images, labels)
-            self.model_zero_grad()
-            scaler.scale(loss).backward()
-            for name in self.get_model_names():
-                if self._optims[name] is not None:
-                    scaler.step(self._optims[name])
-            scaler.update()
-        else:
+        # PREC amp (CUDA; tests simulate it on CPU): autocast forward, scaled backward
+        with torch.autocast(images.device.type, enabled=getattr(self, "scaler", None) is not None):
             loss, logged = self.dpc_loss(images, labels)
-            self.model_backward_and_update(loss)
+        backward_and_update(self, loss)
         if (self.batch_idx + 1) == self.num_batches:
             self._dpc_end_of_epoch(batch)
         return {"loss": loss.item(), **logged}
