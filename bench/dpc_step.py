@@ -51,7 +51,9 @@ from dassl.utils import set_random_seed  # noqa: E402
 import train  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
 from tools.tiny_clip import save_tiny_clip  # noqa: E402
+from trainers.dpc.features import replaced  # noqa: E402
 from trainers.dpc.image_bank import ImageBank  # noqa: E402
+from trainers.dpc.text_classes import TextPlan  # noqa: E402
 from bench.step_profile import drawn_pairs, profile_steps, sampler_output  # noqa: E402
 
 CONFIGS = {  # stage 1 (batch 32), stage 2 (batch 4, K 8), the config node, prompt-depth keys
@@ -190,12 +192,15 @@ def paired_steps(backbone, dpc, data, meter) -> dict:
     The sampler's outputs are drawn first (stage-1 scoring, real negative images); then, batch after batch, the DPC
     step with those outputs (no sampling: its forward, loss, backward and update) and the backbone's step on the
     same pairs (anchors and negatives, the pairs' labels) are timed next to each other, in alternating order.
+    Both steps run the text tower over every base class (DPC.TEXT_CLASSES all), so that the ratio is the cost of
+    the same work; the whole-step blocks above use the trainer's own setting (auto: the pairs' classes).
     Per-step ratios DPC / backbone: median and quartiles, by wall clock and by CPU time."""
     times = {"dpc": [], "backbone": []}
+    all_classes = TextPlan(False, False, "")  # the text tower over every base class, as the backbone's step
     for k, (batch, out, pairs) in enumerate(drawn_pairs(dpc, data)):
         steps = [("dpc", dpc, batch), ("backbone", backbone, pairs)]
         for key, trainer, step_batch in (steps if k % 2 == 0 else steps[::-1]):
-            with sampler_output(dpc, out):
+            with sampler_output(dpc, out), replaced(dpc, "dpc_text_plan", all_classes):
                 meter.start()
                 trainer.forward_backward(step_batch)
                 secs, cpu, _ = meter.stop()
