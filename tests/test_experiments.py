@@ -98,44 +98,28 @@ def test_table4_grid_runs_with_two_concurrent_workers_and_prints_the_table(tmp_p
         assert re.search(rf"^\s*{batch}\s+{k}\s+\d+\.\d+", table, re.M), table
 
 
-def test_fig5_grid_runs_backbone_dpc_and_dept_then_prints_and_draws_figs_5_and_1(tmp_path, tiny_clip_file):
-    """The smallest Fig. 5 grid (CoOp, one dataset, one seed, one epoch): stage 1, DPC and DePT through the sweep,
-    then Fig. 5's (average H) and Fig. 1's (average base) tables, ours from the runs beside the published numbers,
-    and their PNGs."""
-    pytest.importorskip("dassl")
-    from PIL import Image
+def test_fig5_grid_is_table1s_jobs_plus_dept(tmp_path):
+    """fig5.sh runs backbone, + DPC and + DePT: the first two are Table 1's very jobs (same names and commands, so
+    Table 1's finished runs are reused), DePT's job runs scripts/dept. Printing and drawing Figs. 5 and 1 from a
+    run tree: tests/test_paper_tables.py."""
+    env = dict(os.environ, DATA_ROOT=str(tmp_path / "data"), OUTPUT_ROOT=str(tmp_path / "out"))
 
-    from tools.parse_test_res import harmonic_mean
-    from tools.synthetic_data import make_dataset
+    def dry_run(script):
+        proc = subprocess.run(["bash", f"scripts/paper/{script}", "--datasets", "eurosat", "dtd", "--seeds", "1",
+                               "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
+                if re.match(r"^\w+/\w+/seed\d+/\w+:", line)}
 
-    make_dataset(str(tmp_path / "data"), "eurosat", n_classes=10, train_per_class=4, val_per_class=1, test_per_class=2)
-    env = dict(os.environ, DATA_ROOT=str(tmp_path / "data"), OUTPUT_ROOT=str(tmp_path / "out"), SHOTS="4",
-               PYTHON=sys.executable)
-    proc = subprocess.run(["bash", "scripts/paper/fig5.sh", "--datasets", "eurosat", "--seeds", "1", "--backbones",
-                           "coop", "--paper", "--", *TINY, "MODEL.BACKBONE.PATH", tiny_clip_file],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    b2n = tmp_path / "out" / "base2new"
-    base, new = {}, {}
-    for trainer in ("CoOp", "DPC_CoOp", "DePT_CoOp"):
-        (cfg,) = os.listdir(b2n / "train_base" / "eurosat" / "shots_4" / trainer)
-        base[trainer] = read_accuracy(str(b2n / "train_base" / "eurosat" / "shots_4" / trainer / cfg / "seed1"))
-        new[trainer] = read_accuracy(str(b2n / "test_new" / "eurosat" / "shots_4" / trainer / cfg / "seed1"))
-    assert None not in base.values() and None not in new.values()
-    assert new["DPC_CoOp"] == new["CoOp"]  # w_n = 1e-6: the new classes keep stage 1's prompt
-
-    def row(title):  # the CoOp row of a printed table: backbone, + DPC, + DePT (ours), then the paper's three
-        table = proc.stdout[proc.stdout.index(title):]
-        return re.search(r"^\s*CoOp\s+(.*)$", table, re.M).group(1).split()
-
-    h = [f"{harmonic_mean(base[t], new[t]):.2f}" for t in ("CoOp", "DPC_CoOp", "DePT_CoOp")]
-    assert row("Fig. 5.") == h + ["74.84", "76.13", "-"]  # DePT's bars: no published numbers
-    assert row("Fig. 1.") == [f"{base[t]:.2f}" for t in ("CoOp", "DPC_CoOp", "DePT_CoOp")] + ["81.98", "85.15", "-"]
-    for name in ("fig5.png", "fig1.png"):
-        path = tmp_path / "out" / "figures" / name
-        assert f"wrote {path}" in proc.stdout
-        with Image.open(path) as image:
-            assert image.format == "PNG" and image.width > 500 and image.height > 400
+    fig5, table1 = dry_run("fig5.sh"), dry_run("table1.sh")
+    backbones = {name.split("/")[0] for name in fig5}
+    assert backbones == {"coop", "maple", "promptsrc"}  # the backbones with a DePT version
+    for name, command in fig5.items():
+        if name.endswith("/dept"):
+            assert command.startswith("bash scripts/dept/base2new_train.sh") and name.split("/")[1] in command
+        else:
+            assert table1[name] == command  # Table 1's job, reused
+    assert len(fig5) == 3 * 2 * 3  # backbones x datasets x (stage 1, DPC, DePT)
 
 
 def test_toyworld_study_runs_dept_on_coops_recipe_and_on_its_own_beside_dpc_and_the_ce_control(tmp_path):
