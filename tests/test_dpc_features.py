@@ -66,6 +66,19 @@ def test_our_backbones_features_are_found_and_equal_their_encoders(tiny_clip, ki
     assert model.training and model.prompt_learner.training  # each module's own flag is restored
 
 
+def test_finding_the_features_keeps_no_activations(tiny_clip):
+    """Discovery runs the model with gradients over every class but keeps nothing for a backward pass (at ViT-B/16
+    size and 1000 classes the text tower's activations alone would take ~25 GB)."""
+    model = with_duals(CoOpCLIP(CLASSES, tiny_clip, n_ctx=2))
+    seen = []
+    model.text_encoder.register_forward_hook(lambda m, a, out: seen.append(out))
+    find_feature_sites(model, images(2), len(CLASSES))
+    assert seen[0].requires_grad  # the text depends on the trainable context: found with gradients on
+    with pytest.raises(RuntimeError, match="keeps no activations"):
+        seen[0].sum().backward()
+    model(images(2)).sum().backward()  # the model's own forward afterwards keeps what its backward needs
+
+
 def test_shortcuts_give_the_same_features(tiny_clip):
     """A fixed text output and reused anchor features change nothing but the work done."""
     model = with_duals(CoOpCLIP(CLASSES, tiny_clip, n_ctx=2))

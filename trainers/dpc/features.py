@@ -131,6 +131,14 @@ def probe_images(size, device) -> torch.Tensor:
     return torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
 
 
+def _keep_nothing(tensor):
+    return None
+
+
+def _kept_nothing(packed):
+    raise RuntimeError("no backward through the feature discovery's forward: it keeps no activations")
+
+
 def find_feature_sites(model: nn.Module, images: torch.Tensor, n_classes: int) -> FeatureSites:
     """Watch ``model(images)`` (run here, in eval mode with gradients) and locate its feature sites."""
     n = images.shape[0]
@@ -150,8 +158,10 @@ def find_feature_sites(model: nn.Module, images: torch.Tensor, n_classes: int) -
 
     handles = [m.register_forward_hook(watch(name), with_kwargs=True)
                for name, m in model.named_modules() if name]
-    try:
-        with eval_modules(model), torch.enable_grad():
+    try:  # with gradients, to see which outputs depend on trainable tensors; no activations kept (no backward
+        # here): the text of every class would otherwise hold ~25 MB per class at ViT-B/16 size (12 GB at C = 500)
+        with eval_modules(model), torch.enable_grad(), \
+                torch.autograd.graph.saved_tensors_hooks(_keep_nothing, _kept_nothing):
             logits = model_logits(model(images), n, n_classes).detach().float()
     finally:
         for h in handles:
