@@ -215,6 +215,9 @@ def main():
             run = os.path.join(work, f"C{c}")
             os.makedirs(run)
             table[c] = bench_classes(run, a.backbone, c, a, opts, meter)
+            if a.json:  # what is measured so far survives a later C that does not fit
+                with open(a.json, "w") as f:
+                    json.dump({"partial": True, "results": {str(k): r for k, r in table.items()}}, f, indent=2)
     fill_by_fit(table)
     load = os.getloadavg()
     meta = {"device": torch.cuda.get_device_name() if a.device == "cuda" else f"CPU ({os.cpu_count()} cores)",
