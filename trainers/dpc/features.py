@@ -58,7 +58,7 @@ class FeatureSites:
     image_takes_only_images: bool  # the image site is called as module(images)
     text_calls: int  # calls of the text site per forward (N for per-image text, else 1)
     logit_scale: torch.Tensor  # CLIP's log temperature as the model uses it
-    n_classes: int = 0  # classes the text site encodes (C)
+    n_classes: int  # classes the text site encodes (C)
 
 
 @dataclass
@@ -230,7 +230,7 @@ class FeatureCapture:
 
     def __init__(self, model: nn.Module, sites: FeatureSites):
         modules = dict(model.named_modules())
-        self.model, self.sites, self.n_classes = model, sites, sites.n_classes
+        self.model, self.sites = model, sites
         self.image_module, self.text_module = modules[sites.image], modules[sites.text]
         self.modules = list(model.modules())  # the model's structure is fixed from here on
 
@@ -277,7 +277,7 @@ class FeatureCapture:
         calls = []
 
         def cut(value, rows):
-            if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == self.n_classes:
+            if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == self.sites.n_classes:
                 return value.index_select(0, rows.to(value.device))
             return value
 
@@ -293,7 +293,8 @@ class FeatureCapture:
         (``probe_images``) with every other class, so a missed class-dependent tensor or a wrong order shows."""
         if self.sites.conditioned and self.sites.text_calls != images.shape[0]:
             return f"{self.sites.text} computes the per-image text features of all images in one call"
-        rows = torch.arange(1, self.n_classes, 2) if self.n_classes > 1 else torch.zeros(1, dtype=torch.long)
+        n_classes = self.sites.n_classes
+        rows = torch.arange(1, n_classes, 2) if n_classes > 1 else torch.zeros(1, dtype=torch.long)
         classes = rows.expand(images.shape[0], -1) if self.sites.conditioned else rows
         with torch.no_grad():
             _, full = self(images)
@@ -303,7 +304,7 @@ class FeatureCapture:
                 return f"{self.sites.text} fails on the inputs of a subset of classes ({type(err).__name__}: {err})"
         expected = full[:, rows] if self.sites.conditioned else full[rows]
         if part.shape != expected.shape:
-            return (f"{self.sites.text} returned {tuple(part.shape)} for {len(rows)} of {self.n_classes} classes, not "
+            return (f"{self.sites.text} returned {tuple(part.shape)} for {len(rows)} of {n_classes} classes, not "
                     f"{tuple(expected.shape)}: it reads a class-dependent tensor that is not among its inputs")
         error = (part.float() - expected.float()).abs().max().item()
         if error > _tolerance(expected.float(), expected.dtype):
