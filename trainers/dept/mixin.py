@@ -32,7 +32,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from ..dpc import dassl_compat
-from ..dpc.amp_step import backward_and_update
+from ..dpc.amp_step import autocast, backward_and_update
 from ..dpc.checkpoint import check_evaluated_classes, load_state_checked, read_saved_model, save_registered_models
 from ..dpc.errors import ConfigError
 from ..dpc.features import FeatureCapture, FeatureDiscoveryError, cosine_logits, find_feature_sites, probe_images
@@ -138,7 +138,7 @@ class DePTMixin:
     def forward_backward(self, batch):
         images = batch["img"].to(self.device)
         labels = batch["label"].to(self.device)
-        with torch.autocast(images.device.type, enabled=getattr(self, "scaler", None) is not None):  # PREC amp
+        with autocast(self, images.device.type):  # PREC amp
             loss, logged = self.dept_loss(images, labels)
         backward_and_update(self, loss)
         if (self.batch_idx + 1) == self.num_batches:

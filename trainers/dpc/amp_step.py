@@ -3,6 +3,12 @@
 Shared by both plug-ins: it reads only Dassl's registered models and the backbone trainer's ``scaler``
 (trainers/base.py: a ``torch.amp.GradScaler`` under amp, else None).
 """
+import torch
+
+
+def autocast(trainer, device_type: str):
+    """The forward's context: autocast under PREC amp (the trainer has a grad scaler), else nothing changes."""
+    return torch.autocast(device_type, enabled=getattr(trainer, "scaler", None) is not None)
 
 
 def backward_and_update(trainer, loss) -> None:

@@ -48,7 +48,7 @@ from dassl.data.transforms import build_transform
 
 from .errors import ConfigError, MissingFileError
 from . import dassl_compat, decoupling, replay, tensor_rules, text_classes
-from .amp_step import backward_and_update
+from .amp_step import autocast, backward_and_update
 from .backbone_terms import missing_terms_note
 from .checkpoint import (check_classes, check_evaluated_classes, discard_incomplete, load_checkpoint,
                          load_state_checked, read_saved_model, restore_training_state, save_registered_models)
@@ -376,8 +376,7 @@ class DPCMixin:
     def forward_backward(self, batch):
         images = batch["img"].to(self.device)
         labels = batch["label"].to(self.device)
-        # PREC amp (CUDA; tests simulate it on CPU): autocast forward, scaled backward
-        with torch.autocast(images.device.type, enabled=getattr(self, "scaler", None) is not None):
+        with autocast(self, images.device.type):  # PREC amp (CUDA; tests simulate it on CPU); scaled backward
             loss, logged = self.dpc_loss(images, labels)
         backward_and_update(self, loss)
         if (self.batch_idx + 1) == self.num_batches:
