@@ -35,7 +35,7 @@ from bench.cuda_paths import BACKBONES  # noqa: E402
 from bench.dpc_step import Meter, batches, keep_freed_memory, make_trainer  # noqa: E402
 from bench.stage2_scaling import TextRows, measured_step  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
-from tools.tiny_clip import save_tiny_clip  # noqa: E402
+from tools.tiny_clip import VIT_B16, save_tiny_clip  # noqa: E402
 
 ORDER = ["CoOp", "CoCoOp", "KgCoOp", "MaPLe", "IVLP", "PromptSRC"]
 
@@ -78,25 +78,19 @@ def bench_backbone(work, name, a, opts, meter):
         trainer.num_batches, trainer.batch_idx = 10 ** 9, 0
         rows = TextRows(trainer.model)
         data = batches(trainer, a.rounds + 1)
-        _, _, saved, _ = measured_step(trainer, data[0], meter, count_saved=True)
+        _, _, saved, _, out = measured_step(trainer, data[0], meter, count_saved=True)
         walls, cpus = [], []
         for b in data[1:]:
-            seconds, cpu, _, _ = measured_step(trainer, b, meter)
+            seconds, cpu, _, _, _ = measured_step(trainer, b, meter)
             walls.append(seconds)
             cpus.append(cpu)
-        images = len(data[0]["img"]) if label == "backbone" else trainer_pairs(trainer, data[0])
+        images = out.get("pairs", len(data[0]["img"]))  # DPC's step: its image-class pairs
         row[label] = {"trainer": type(trainer).__name__, "trainable": trainable(trainer), "images": images,
                       "step_s": round(statistics.median(walls), 3), "step_cpu_s": round(statistics.median(cpus), 3),
                       "saved_MiB": round(saved / 2 ** 20, 1), "text_rows": rows.rows // (a.rounds + 1),
                       "infer_ms_per_image": round(inference_ms_per_image(trainer, test, meter, a.rounds), 2)}
         trainer.close_writer()
     return row
-
-
-def trainer_pairs(trainer, batch) -> float:
-    """Images in DPC's step: the pairs the sampler builds for ``batch`` (anchors and negatives)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return len(trainer.dpc_batch(batch["img"].to(trainer.device), batch["label"].to(trainer.device))[1])
 
 
 def print_table(table, meta):
@@ -137,8 +131,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         make_dataset(os.path.join(work, "data"), "dtd", n_classes=2 * a.classes, train_per_class=4, val_per_class=1,
                      test_per_class=1, image_size=64)
-        clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), layers=12, width=512, vision_width=768,
-                                   embed_dim=512, image_size=224, patch_size=16)
+        clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), image_size=224, **VIT_B16)
         opts = ["MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", clip_file, "INPUT.SIZE", "(224,224)",
                 "USE_CUDA", str(a.device == "cuda"), "DATASET.NUM_SHOTS", "4", "DATALOADER.TEST.BATCH_SIZE",
                 str(a.test_batch)]

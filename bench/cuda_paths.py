@@ -33,6 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from tools.tiny_clip import VIT_B16  # noqa: E402
+
 BACKBONES = {  # stage-1 config, stage-2 config, options that keep a tiny run small
     "CoOp": ("configs/trainers/CoOp/vit_b16_c4_ep20_batch32_lr35.yaml",
              "configs/trainers/DPC/CoOp/vit_b16_c4_ep20_batch4_lr35_top8.yaml", "COOP", []),
@@ -55,7 +57,7 @@ BACKBONES = {  # stage-1 config, stage-2 config, options that keep a tiny run sm
              ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", "3"]),
 }
 SIZES = {"tiny": dict(layers=4, width=64, embed_dim=64, image_size=32, patch_size=8),
-         "vit-b16": dict(layers=12, width=512, vision_width=768, embed_dim=512, image_size=224, patch_size=16)}
+         "vit-b16": dict(VIT_B16, image_size=224)}
 EPOCHS = 2
 
 

@@ -50,7 +50,7 @@ from dassl.utils import set_random_seed  # noqa: E402
 
 import train  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
-from tools.tiny_clip import save_tiny_clip  # noqa: E402
+from tools.tiny_clip import VIT_B16, save_tiny_clip  # noqa: E402
 from trainers.dpc.features import replaced  # noqa: E402
 from trainers.dpc.image_bank import ImageBank  # noqa: E402
 from trainers.dpc.text_classes import TextPlan  # noqa: E402
@@ -65,8 +65,7 @@ CONFIGS = {  # stage 1 (batch 32), stage 2 (batch 4, K 8), the config node, prom
                   "configs/trainers/DPC/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_top8.yaml",
                   ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT"]),
 }
-SIZES = {"small": dict(width=256, layers=6, patch_size=32),  # width: text tower (and image tower unless vision_width)
-         "vit-b16": dict(width=512, vision_width=768, layers=12, patch_size=16)}
+SIZES = {"small": dict(width=256, embed_dim=256, layers=6, patch_size=32), "vit-b16": VIT_B16}
 
 
 # ---------------------------------------------------------------- measuring
@@ -111,15 +110,29 @@ class Meter:
 
 def saved_activations(trainer, batch) -> int:
     """Bytes autograd keeps for the backward pass of one ``forward_backward`` (distinct storages)."""
-    storages = {}
+    with SavedBytes() as saved:
+        trainer.forward_backward(batch)
+    return saved.total
 
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+
+class SavedBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Within the block: the bytes autograd keeps for backward passes (``total``; each storage counted once)."""
+
+    def __init__(self):
+        self.storages = {}
+        super().__init__(self._pack, lambda t: t)
+
+    def __enter__(self):
+        super().__enter__()
+        return self
+
+    def _pack(self, t):
+        self.storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        trainer.forward_backward(batch)
-    return sum(storages.values())
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
 
 
 class Timed:
@@ -404,10 +417,7 @@ def main():
         print(f"writing a synthetic dataset ({a.classes} classes, {photo[0]}x{photo[1]} JPEGs) and a "
               f"{a.size} CLIP ...")
         write_photos(os.path.join(work, "data"), a.classes, photo)
-        clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), layers=shape["layers"], width=shape["width"],
-                                   vision_width=shape.get("vision_width"),
-                                   embed_dim=512 if a.size == "vit-b16" else shape["width"],
-                                   image_size=a.image_size, patch_size=shape["patch_size"])
+        clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), image_size=a.image_size, **shape)
         opts = ["MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", clip_file,
                 "INPUT.SIZE", f"({a.image_size},{a.image_size})", "USE_CUDA", str(a.device == "cuda")]
         for name in a.backbones:

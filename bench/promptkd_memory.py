@@ -54,15 +54,13 @@ def build(work, trainer, config, *opts):
 def prepare(work, a):
     """Dataset, CLIPs, an (untrained) teacher run and PromptKD run to start DPC from."""
     from tools.synthetic_data import make_dataset
-    from tools.tiny_clip import save_tiny_clip
+    from tools.tiny_clip import VIT_B16, VIT_L14, save_tiny_clip
 
     make_dataset(os.path.join(work, "data"), "dtd", n_classes=a.classes, train_per_class=16, val_per_class=1,
                  test_per_class=1, image_size=min(a.image_size, 64))
     if a.size == "vit":  # ViT-B/16 student, ViT-L/14 teacher
-        small = save_tiny_clip(os.path.join(work, "small.pt"), layers=12, width=512, vision_width=768, embed_dim=512,
-                               image_size=a.image_size, patch_size=16)
-        large = save_tiny_clip(os.path.join(work, "large.pt"), layers=12, vision_layers=24, width=768,
-                               vision_width=1024, embed_dim=768, image_size=a.image_size, patch_size=14, seed=1)
+        small = save_tiny_clip(os.path.join(work, "small.pt"), image_size=a.image_size, **VIT_B16)
+        large = save_tiny_clip(os.path.join(work, "large.pt"), image_size=a.image_size, seed=1, **VIT_L14)
         layers = 12
     else:
         size = dict(layers=a.layers, image_size=a.image_size, patch_size=32)
@@ -90,7 +88,9 @@ def prepare(work, a):
 
 
 def measure(work, which):
-    """One step of ``which`` (promptkd | dpc) in this process: the figures as a dict."""
+    """One step of ``which`` (promptkd | dpc_all | dpc) in this process: the figures as a dict."""
+    from bench.dpc_step import SavedBytes
+
     if which == "promptkd":
         trainer = build(work, "PromptKD", STAGE1)
     else:
@@ -101,24 +101,18 @@ def measure(work, which):
     batch = next(iter(trainer.train_loader_x))
     trainer.set_model_mode("train")
     trainer.num_batches, trainer.batch_idx = 10 ** 9, 0
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
     cuda = torch.cuda.is_available() and trainer.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with SavedBytes() as saved:
         out = trainer.forward_backward(batch)
     peak = round((torch.cuda.max_memory_allocated() - before) / 2 ** 20, 1) if cuda else None
     modules = [trainer.model] + ([trainer.teacher] if hasattr(trainer, "teacher") else [])
     params = {id(p): p.numel() for m in modules for p in m.parameters()}
     return {"images": out.get("pairs", len(batch["img"])),
-            "saved_activations_mb": round(sum(storages.values()) / 2 ** 20, 1),
+            "saved_activations_mb": round(saved.total / 2 ** 20, 1),
             "cuda_step_peak_mb": peak,
             "parameters_m": round(sum(params.values()) / 1e6, 2)}
 

@@ -33,9 +33,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.dpc_step import CONFIGS, Meter, batches, keep_freed_memory, make_trainer  # noqa: E402
+from bench.dpc_step import CONFIGS, Meter, SavedBytes, batches, keep_freed_memory, make_trainer  # noqa: E402
 from tools.synthetic_data import make_dataset  # noqa: E402
-from tools.tiny_clip import save_tiny_clip  # noqa: E402
+from tools.tiny_clip import VIT_B16, save_tiny_clip  # noqa: E402
 from trainers.encoders import TextEncoder  # noqa: E402
 
 VARIANTS = ("backbone", "dpc_before", "dpc_after")
@@ -58,19 +58,13 @@ class TextRows:
 
 
 def measured_step(trainer, batch, meter, count_saved=False):
-    """One ``forward_backward``: (wall s, CPU s, saved bytes or None, CUDA peak bytes)."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if count_saved else contextlib.nullcontext()
+    """One ``forward_backward``: (wall s, CPU s, saved bytes or None, CUDA peak bytes, the step's output)."""
+    saved = SavedBytes() if count_saved else contextlib.nullcontext()
     meter.start()
-    with hooks:
-        trainer.forward_backward(batch)
+    with saved:
+        out = trainer.forward_backward(batch)
     seconds, cpu, peak = meter.stop()
-    return seconds, cpu, (sum(storages.values()) if count_saved else None), peak
+    return seconds, cpu, (saved.total if count_saved else None), peak, out
 
 
 def build_trainers(work, name, classes, a, opts):
@@ -102,11 +96,11 @@ def bench_classes(work, name, classes, a, opts, meter):
     out = {}
     for k in direct:  # first step: saved activations, text rows (also the warm-up)
         rows[k].rows = 0
-        _, _, saved, _ = measured_step(trainers[k], data[k][0], meter, count_saved=True)
+        _, _, saved, _, _ = measured_step(trainers[k], data[k][0], meter, count_saved=True)
         out[k] = {"saved_MiB": saved / 2 ** 20, "text_rows": rows[k].rows, "wall": [], "cpu": [], "peak": []}
     for r in range(a.rounds):
         for k in (direct if r % 2 == 0 else direct[::-1]):
-            seconds, cpu, _, peak = measured_step(trainers[k], data[k][r + 1], meter)
+            seconds, cpu, _, peak, _ = measured_step(trainers[k], data[k][r + 1], meter)
             out[k]["wall"].append(seconds)
             out[k]["cpu"].append(cpu)
             out[k]["peak"].append(peak)
@@ -206,8 +200,7 @@ def main():
     key = {"CoOp": "COOP", "MaPLe": "MAPLE", "PromptSRC": "PROMPTSRC"}[a.backbone]
     table = {}
     with tempfile.TemporaryDirectory() as work:
-        clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), layers=12, width=512, vision_width=768,
-                                   embed_dim=512, image_size=a.image_size, patch_size=16)
+        clip_file = save_tiny_clip(os.path.join(work, "clip.pt"), image_size=a.image_size, **VIT_B16)
         opts = ["MODEL.BACKBONE.NAME", "custom", "MODEL.BACKBONE.PATH", clip_file, "INPUT.SIZE",
                 f"({a.image_size},{a.image_size})", "USE_CUDA", str(a.device == "cuda"), f"TRAINER.{key}.PREC", a.prec]
         for i, c in enumerate(sorted(a.classes)):

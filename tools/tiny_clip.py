@@ -15,6 +15,11 @@ import torch
 from clip.model import CLIP
 
 
+# OpenAI's shapes (random weights) for the benchmarks; the input size is the caller's (224 for both)
+VIT_B16 = dict(layers=12, width=512, vision_width=768, embed_dim=512, patch_size=16)  # text 512 wide, image 768
+VIT_L14 = dict(layers=12, vision_layers=24, width=768, vision_width=1024, embed_dim=768, patch_size=14)
+
+
 def build_tiny_clip(layers: int = 4, width: int = 64, embed_dim: int = 32, image_size: int = 32,
                     patch_size: int = 16, seed: int = 0, vision_width: int | None = None,
                     context_length: int = 77, vision_layers: int | None = None) -> CLIP:
